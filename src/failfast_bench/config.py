@@ -1,0 +1,206 @@
+"""Structured (typed) configuration of a run and its validation.
+
+Hydra composes ``conf/`` into :class:`RunConfig`; OmegaConf refuses unknown keys and wrong types at
+composition time. :func:`validate` then refuses impossible values (τ outside [0, 1], N_max < N, ...)
+before any model or dataset is loaded, raising :class:`ConfigError` with one line that says what to do.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; the message is meant for the user as is."""
+
+
+@dataclass
+class TargetConfig:
+    """The autoregressive target (verifier).
+
+    ``model`` is a hub id (``Qwen/Qwen2.5-7B-Instruct``), a local directory, or ``asset:<name>`` for a
+    model from the offline asset cache (see :mod:`failfast_bench.assets`).
+    """
+
+    name: str = MISSING
+    model: str = MISSING
+    gguf_file: Optional[str] = None
+    revision: Optional[str] = None
+    # Extra stop ids besides the tokenizer's eos (SmolLM2: <|im_end|> = 2; Qwen2.5: 151645).
+    eos_token_ids: List[int] = field(default_factory=list)
+    # Key of this target in hardware profiles' per-target tables.
+    latency_key: str = "${.name}"
+    trust_remote_code: bool = False
+    # Optional SHA-256 of a GGUF that must match before loading (third-party repackagings).
+    gguf_sha256: Optional[str] = None
+    # Which assets feed this target (``python -m failfast_bench.assets fetch <names>``).
+    assets: List[str] = field(default_factory=list)
+
+
+@dataclass
+class DrafterConfig:
+    """One schema for every drafter family; ``name`` picks the implementation.
+
+    Fields unused by a family are ignored by it (they keep their defaults in the resolved config).
+    """
+
+    name: str = "vanilla"  # vanilla | ar | dllm | failfast | eagle3
+    # Hub id / local dir / ``asset:<name>`` / ``shipped:<name>`` / ``target`` (the target itself).
+    model: Optional[str] = None
+    # Fixed speculation length (ar, dllm, eagle3 chain).
+    spec_len: int = 8
+    # Dynamic length (FailFast, dynamic AR): initial window and step N, cap N_max, stop threshold τ.
+    dynamic: bool = False
+    tau: float = 0.45
+    n: int = 10
+    n_max: int = 60
+    # dLLM parallel-unmasking threshold θ and block geometry.
+    theta: float = 0.9
+    block_size: int = 32
+    sub_block_size: int = 8
+    mask_token_id: Optional[int] = None
+    # Max new tokens one drafter call may generate (paper: 3 blocks = 96).
+    budget: int = 96
+    # FailFast semantics: "faithful" (authors' code) or "clean" (own-token confidences, cap on length).
+    mode: str = "faithful"
+    reuse_kv: bool = True
+    reuse_drafts: bool = False
+    # EAGLE-3: chain of spec_len tokens, or an EAGLE-2 style dynamic tree.
+    tree: bool = False
+    depth: int = 8
+    top_k: int = 10
+    total_tokens: int = 60
+    dtype: str = "${run.dtype}"
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING  # gsm8k | humaneval | mt_bench
+    # Explicit data file; otherwise $FAILFAST_BENCH_DATA, the HF hub/cache, then packaged sources.
+    path: Optional[str] = None
+    split: str = "test"
+    num_questions: Optional[int] = 10
+    question_ids: Optional[List[int]] = None
+    # Prompt template: math | code | mt_bench | chat (plain question). See data.py.
+    template: str = "math"
+    # MT-Bench: "first" turn only (paper) or "both" turns.
+    turns: str = "first"
+    # MT-Bench row selection: "standard" (all 80 in file order) or "paper" (rows 60 + id).
+    selection: str = "standard"
+    # Try Hugging Face ``datasets`` (hub or its local cache) before packaged sources.
+    use_hf: bool = True
+    hf_id: Optional[str] = None
+    hf_config: Optional[str] = None
+
+
+@dataclass
+class HardwareConfig:
+    """A latency profile: what one drafter pass and one target step cost, in milliseconds.
+
+    ``target_step_ms`` and ``verify_ms`` are keyed by the target's ``latency_key``; a target missing
+    from the table is priced as ``fallback_target`` (recorded in the results).
+    ``verify_ms[target][k]`` is the time of one target forward over k new tokens on a warm cache.
+    """
+
+    name: str = MISSING
+    description: str = ""
+    drafter_pass_ms: Dict[str, float] = field(default_factory=dict)
+    target_step_ms: Dict[str, float] = field(default_factory=dict)
+    verify_ms: Dict[str, Dict[int, float]] = field(default_factory=dict)
+    fallback_target: Optional[str] = None
+    measured: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "none"  # none | wandb
+    project: str = "failfast-bench"
+    entity: Optional[str] = None
+    mode: str = "disabled"  # disabled | offline | online
+    tags: List[str] = field(default_factory=list)
+
+
+@dataclass
+class RunSettings:
+    max_new_tokens: int = 256
+    seed: int = 42
+    device: str = "auto"  # auto | cpu | cuda
+    dtype: str = "float32"  # float32 | bfloat16 | float16 | auto
+    threads: int = 2
+    # Run vanilla decoding of each question in the same process: the measured-speedup baseline and
+    # the losslessness reference.
+    measure_vanilla: bool = True
+    progress: bool = True
+    output_dir: str = "${hydra:runtime.output_dir}"
+    # Reuse complete results of an identical config (by config hash) instead of rerunning.
+    skip_if_complete: bool = True
+    replay: bool = False
+
+
+@dataclass
+class RunConfig:
+    target: TargetConfig = MISSING
+    drafter: DrafterConfig = MISSING
+    dataset: DatasetConfig = MISSING
+    hardware: HardwareConfig = MISSING
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    run: RunSettings = field(default_factory=RunSettings)
+
+
+DRAFTER_NAMES = ("vanilla", "ar", "dllm", "failfast", "eagle3")
+DATASET_NAMES = ("gsm8k", "humaneval", "mt_bench")
+TEMPLATES = ("math", "code", "mt_bench", "chat")
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="run_schema", node=RunConfig)
+    cs.store(group="target", name="target_schema", node=TargetConfig)
+    cs.store(group="drafter", name="drafter_schema", node=DrafterConfig)
+    cs.store(group="dataset", name="dataset_schema", node=DatasetConfig)
+    cs.store(group="hardware", name="hardware_schema", node=HardwareConfig)
+    cs.store(group="logger", name="logger_schema", node=LoggerConfig)
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise ConfigError(message)
+
+
+def validate(cfg: Any) -> None:
+    """Refuse impossible values before anything is loaded. ``cfg`` is a resolved RunConfig-like object."""
+    d, ds, run = cfg.drafter, cfg.dataset, cfg.run
+    _check(d.name in DRAFTER_NAMES, f"drafter.name={d.name!r} is not a drafter; valid: {', '.join(DRAFTER_NAMES)}")
+    _check(0.0 <= d.tau <= 1.0, f"drafter.tau={d.tau} is outside [0, 1]")
+    _check(0.0 <= d.theta <= 1.0, f"drafter.theta={d.theta} is outside [0, 1]")
+    _check(d.spec_len >= 1, f"drafter.spec_len={d.spec_len} must be >= 1")
+    _check(d.n >= 1, f"drafter.n={d.n} must be >= 1")
+    _check(d.n_max >= d.n, f"drafter.n_max={d.n_max} must be >= drafter.n={d.n}")
+    _check(d.block_size >= 1 and d.sub_block_size >= 1, "drafter.block_size and drafter.sub_block_size must be >= 1")
+    _check(
+        d.block_size % d.sub_block_size == 0,
+        f"drafter.block_size={d.block_size} must be a multiple of drafter.sub_block_size={d.sub_block_size}",
+    )
+    _check(d.budget >= 1, f"drafter.budget={d.budget} must be >= 1")
+    _check(d.mode in ("faithful", "clean"), f"drafter.mode={d.mode!r}; valid: faithful, clean")
+    _check(d.depth >= 1 and d.top_k >= 1 and d.total_tokens >= 1, "drafter.depth, top_k, total_tokens must be >= 1")
+    _check(ds.name in DATASET_NAMES, f"dataset.name={ds.name!r}; valid: {', '.join(DATASET_NAMES)}")
+    _check(ds.template in TEMPLATES, f"dataset.template={ds.template!r}; valid: {', '.join(TEMPLATES)}")
+    _check(ds.turns in ("first", "both"), f"dataset.turns={ds.turns!r}; valid: first, both")
+    _check(ds.selection in ("standard", "paper"), f"dataset.selection={ds.selection!r}; valid: standard, paper")
+    _check(ds.num_questions is None or ds.num_questions >= 1, f"dataset.num_questions={ds.num_questions} must be >= 1")
+    _check(run.max_new_tokens >= 1, f"run.max_new_tokens={run.max_new_tokens} must be >= 1")
+    _check(run.threads >= 0, f"run.threads={run.threads} must be >= 0 (0 = torch default)")
+    _check(run.device in ("auto", "cpu", "cuda") or run.device.startswith("cuda:"), f"run.device={run.device!r}; valid: auto, cpu, cuda")
+    _check(
+        run.dtype in ("float32", "bfloat16", "float16", "auto"),
+        f"run.dtype={run.dtype!r}; valid: float32, bfloat16, float16, auto",
+    )
+    _check(cfg.logger.mode in ("disabled", "offline", "online"), f"logger.mode={cfg.logger.mode!r}; valid: disabled, offline, online")
+    if run.device.startswith("cuda"):
+        import torch
+
+        _check(torch.cuda.is_available(), f"run.device={run.device} but this machine has no CUDA device; use run.device=cpu or auto")
