@@ -38,6 +38,8 @@ class TargetConfig:
     gguf_sha256: Optional[str] = None
     # Which assets feed this target (``python -m failfast_bench.assets fetch <names>``).
     assets: List[str] = field(default_factory=list)
+    # Default drafter model per drafter family when ``drafter.model`` is null.
+    drafters: Dict[str, Optional[str]] = field(default_factory=dict)
 
 
 @dataclass

@@ -1,0 +1,74 @@
+"""The environment fingerprint written with every run: what ran, where, with which versions."""
+from __future__ import annotations
+
+import dataclasses
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+PACKAGES = ("torch", "transformers", "tokenizers", "hydra-core", "omegaconf", "pandas", "pyarrow", "numpy", "datasets", "wandb", "failfast-bench")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def git_sha() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5).stdout.strip()
+        return sha + ("-dirty" if dirty else "") if sha else "unknown"
+    except Exception:  # noqa: BLE001
+        return "unknown"
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def hardware_facts() -> dict[str, Any]:
+    import os
+
+    import torch
+
+    facts: dict[str, Any] = {
+        "cpu": cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cuda_available": torch.cuda.is_available(),
+    }
+    if torch.cuda.is_available():
+        facts["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        facts["cuda"] = torch.version.cuda
+    return facts
+
+
+def build_manifest(cfg, source=None, target=None, drafter=None, run_hash: str = "") -> dict[str, Any]:
+    return {
+        "git_sha": git_sha(),
+        "config_hash": run_hash,
+        "packages": package_versions(),
+        "hardware": hardware_facts(),
+        "dataset_source": dataclasses.asdict(source) if dataclasses.is_dataclass(source) else source,
+        "drafter": drafter.describe() if drafter is not None and hasattr(drafter, "describe") else None,
+        "replay": bool(OmegaConf.select(cfg, "run.replay", default=False)),
+    }

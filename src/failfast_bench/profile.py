@@ -1,0 +1,153 @@
+"""Measure a hardware latency profile on this machine and write it as a ``conf/hardware`` YAML.
+
+    python -m failfast_bench.profile [target=smollm2-135m] [run.dtype=float32] [profile.name=cpu] ...
+
+Measures, with the run's dtype and threads: the target's decode step (one token on a warm KV cache), the
+target's verification time for k = 1 … 64 new tokens on a ``context``-token cache (median of ``repeats``),
+and the per-pass time of every drafter family that is available for the target (drafting real rounds of a
+GSM8K-style prompt and dividing drafter forward time by drafter passes).
+"""
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from .cli import CONF_DIR, check_command_line, compose, fail
+
+VERIFY_KS = (1, 2, 4, 8, 16, 32, 64)
+FAMILIES = ("ar", "dllm", "failfast", "eagle3")
+
+
+def _median_forward_ms(model, context: list[int], k: int, repeats: int) -> float:
+    import torch
+    from transformers import DynamicCache
+
+    from .verify import crop_cache
+
+    cache = DynamicCache(config=model.config)
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        model(input_ids=torch.tensor([context], device=device), past_key_values=cache, use_cache=True)
+        new = torch.tensor([[(context[i % len(context)]) for i in range(k)]], device=device)
+        times = []
+        for _ in range(repeats + 1):
+            t0 = time.perf_counter()
+            model(input_ids=new, past_key_values=cache, use_cache=True)
+            times.append(time.perf_counter() - t0)
+            crop_cache(cache, len(context))
+    return 1000 * statistics.median(times[1:])
+
+
+def _drafter_pass_ms(cfg, family: str, target, tokenizer, stop_ids, device, dtype, prompt: list[int], rounds: int):
+    from omegaconf import OmegaConf
+
+    from .drafters import build_drafter
+    from .engine import generate
+    from .verify import TargetVerifier
+
+    sub = OmegaConf.merge(cfg, {"drafter": {"name": family}})
+    drafter = build_drafter(sub, target, tokenizer, stop_ids, device, dtype)
+    generate(TargetVerifier(target), drafter, prompt, 16, stop_ids)  # warm-up
+    gen = generate(TargetVerifier(target), drafter, prompt, rounds * 8, stop_ids)
+    passes = sum(r.drafter_passes for r in gen.rounds)
+    seconds = sum(r.drafter_forward_seconds for r in gen.rounds)
+    return 1000 * seconds / passes if passes else None
+
+
+def measure(cfg, context_len: int = 200, repeats: int = 7, families=FAMILIES) -> dict:
+    import torch
+
+    from . import data, models
+
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    device = models.pick_device(cfg.run.device)
+    dtype = models.pick_dtype(cfg.run.dtype, device)
+    src = models.resolve_source(cfg.target.model, cfg.target.gguf_file, cfg.target.revision)
+    tokenizer = models.load_tokenizer(src)
+    target = models.load_causal_lm(src, dtype, device)
+    stop_ids = models.stop_token_ids(tokenizer, target.config, list(cfg.target.eos_token_ids))
+    questions, _ = data.load_questions(cfg.dataset)
+    prompt = data.render_conversation(tokenizer, questions[0].turns[:1], [], cfg.dataset.template)
+    context = (prompt * (context_len // len(prompt) + 1))[:context_len]
+    verify = {k: round(_median_forward_ms(target, context, k, repeats), 3) for k in VERIFY_KS}
+    passes: dict[str, float] = {}
+    skipped: dict[str, str] = {}
+    for family in families:
+        try:
+            ms = _drafter_pass_ms(cfg, family, target, tokenizer, stop_ids, device, dtype, prompt, rounds=6)
+        except Exception as exc:  # noqa: BLE001 - a missing drafter is reported, not fatal
+            skipped[family] = str(exc).splitlines()[0][:200]
+            continue
+        if ms is not None:
+            passes[family] = round(ms, 3)
+    key = cfg.target.latency_key
+    return {
+        "target_step_ms": {key: verify[1]},
+        "verify_ms": {key: verify},
+        "drafter_pass_ms": passes,
+        "measured": {
+            "date": time.strftime("%Y-%m-%d"),
+            "dtype": str(dtype).replace("torch.", ""),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "context_tokens": context_len,
+            "repeats": repeats,
+            "device": str(device),
+            "drafters_skipped": skipped,
+        },
+    }
+
+
+def write_profile(name: str, measured: dict, path: Path | None = None) -> Path:
+    """Merge ``measured`` into ``conf/hardware/<name>.yaml`` (other targets' entries are kept)."""
+    from .manifest import cpu_name
+
+    path = path or CONF_DIR / "hardware" / f"{name}.yaml"
+    existing = yaml.safe_load(path.read_text()) if path.exists() else {}
+    existing = existing or {}
+    out = {
+        "defaults": ["hardware_schema", "_self_"],
+        "name": name,
+        "description": f"Measured on {cpu_name()} by python -m failfast_bench.profile",
+        "drafter_pass_ms": {**(existing.get("drafter_pass_ms") or {}), **measured["drafter_pass_ms"]},
+        "target_step_ms": {**(existing.get("target_step_ms") or {}), **measured["target_step_ms"]},
+        "verify_ms": {**(existing.get("verify_ms") or {}), **measured["verify_ms"]},
+        "fallback_target": existing.get("fallback_target"),
+        "measured": {**(existing.get("measured") or {}), **{k: measured["measured"] for k in measured["target_step_ms"]}},
+    }
+    if out["fallback_target"] is None:
+        out["fallback_target"] = next(iter(measured["target_step_ms"]))
+    from .trace import write_text
+
+    header = "# Written by `python -m failfast_bench.profile`; rerun it to refresh. Times in ms.\n"
+    write_text(header + yaml.safe_dump(out, sort_keys=False), path)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    name = "cpu"
+    rest = []
+    for a in argv:
+        if a.startswith("profile.name="):
+            name = a.split("=", 1)[1]
+        else:
+            rest.append(a)
+    problem = check_command_line(rest + ["drafter=vanilla"])
+    if problem:
+        fail(problem)
+    cfg = compose(rest)
+    measured = measure(cfg)
+    path = write_profile(name, measured)
+    print(yaml.safe_dump(measured, sort_keys=False))
+    print(f"[profile] wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

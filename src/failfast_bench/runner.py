@@ -1,0 +1,320 @@
+"""Run one configuration end to end: questions → (vanilla reference, speculative run) → traces → summary.
+
+Results go to a deterministic directory ``<run.output_dir>/<target>/<dataset>/<config name>__<hash>``.
+Each finished question is written atomically under ``partial/`` so a killed run resumes where it stopped;
+the final files are written atomically and ``COMPLETE`` is written last.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import OmegaConf
+
+from . import trace
+from .config import ConfigError, validate
+from .drafters import config_name, resolve_drafter_model
+from .latency import HardwareProfile, available_profiles, load_profile
+
+# Keys that do not change results: excluded from the config hash.
+_UNHASHED_RUN_KEYS = ("progress", "output_dir", "skip_if_complete", "threads")
+
+
+def config_hash(cfg) -> str:
+    container = OmegaConf.to_container(cfg, resolve=True)
+    container.pop("logger", None)
+    container.pop("hardware", None)  # pricing only: re-priced by report without rerunning
+    for key in _UNHASHED_RUN_KEYS:
+        container.get("run", {}).pop(key, None)
+    blob = json.dumps(container, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def run_dir_for(cfg) -> Path:
+    name = f"{config_name(cfg.drafter)}__{config_hash(cfg)[:10]}"
+    return Path(cfg.run.output_dir) / cfg.target.name / cfg.dataset.name / name
+
+
+def preflight(cfg) -> dict[str, Any]:
+    """Everything checkable without loading a model: values, drafter source, dataset size, assets."""
+    from . import assets, data
+
+    validate(cfg)
+    resolve_drafter_model(cfg)
+    size = data.dataset_size(cfg.dataset)
+    if cfg.dataset.num_questions is not None and cfg.dataset.num_questions > size and not cfg.dataset.question_ids:
+        raise ConfigError(f"dataset.num_questions={cfg.dataset.num_questions} but {cfg.dataset.name} has {size} questions")
+    for name in cfg.target.assets:
+        assets.require(name)
+    return {"dataset_size": size}
+
+
+def _set_seed(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _profiles(selected: HardwareProfile) -> list[HardwareProfile]:
+    """The run's own profile first, then every other profile in conf/hardware (priced side by side)."""
+    out = [selected]
+    for name in available_profiles():
+        if name != selected.name:
+            try:
+                out.append(load_profile(name))
+            except Exception:  # noqa: BLE001 - a broken optional profile must not sink a run
+                continue
+    return out
+
+
+def _question_record_from_dict(d: dict) -> trace.QuestionRecord:
+    return trace.QuestionRecord(**d)
+
+
+def _round_records_from_dicts(rows: list[dict]) -> list[trace.RoundRecord]:
+    return [trace.RoundRecord(**r) for r in rows]
+
+
+class Runner:
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.run_dir = run_dir_for(cfg)
+
+    # ------------------------------------------------------------------------------------------
+    def run(self) -> dict:
+        cfg = self.cfg
+        if cfg.run.skip_if_complete and trace.is_complete(self.run_dir):
+            summary = json.loads((self.run_dir / "summary.json").read_text())
+            print(f"[failfast-bench] complete results exist, skipping: {self.run_dir}")
+            return summary
+        import torch
+
+        from . import data, lossless, manifest, models
+        from .drafters import build_drafter
+        from .drafters.base import VanillaDrafter
+        from .engine import first_divergence, generate
+        from .verify import TargetVerifier
+
+        if cfg.run.threads:
+            torch.set_num_threads(cfg.run.threads)
+        questions, source = data.load_questions(cfg.dataset)
+        device = models.pick_device(cfg.run.device)
+        dtype = models.pick_dtype(cfg.run.dtype, device)
+        t_src = models.resolve_source(cfg.target.model, cfg.target.gguf_file, cfg.target.revision)
+        if cfg.target.gguf_sha256 and t_src.gguf_file:
+            from .assets import sha256_file
+
+            got = sha256_file(Path(t_src.path) / t_src.gguf_file)
+            if got != cfg.target.gguf_sha256:
+                raise ConfigError(f"{t_src.gguf_file}: SHA-256 {got} != expected {cfg.target.gguf_sha256}; refusing to load")
+        tokenizer = models.load_tokenizer(t_src, cfg.target.trust_remote_code)
+        load_t0 = time.perf_counter()
+        target = models.load_causal_lm(t_src, dtype, device, cfg.target.trust_remote_code)
+        stop_ids = models.stop_token_ids(tokenizer, target.config, list(cfg.target.eos_token_ids))
+        drafter = build_drafter(cfg, target, tokenizer, stop_ids, device, dtype)
+        load_seconds = time.perf_counter() - load_t0
+        verifier = TargetVerifier(target, feature_layers=getattr(drafter, "target_feature_layers", ()))
+        vanilla_verifier = TargetVerifier(target)
+        is_vanilla = cfg.drafter.name == "vanilla"
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        partial = self.run_dir / "partial"
+        partial.mkdir(exist_ok=True)
+        reference_store = lossless.ReferenceStore(target_id=lossless.target_identity(cfg, target), max_new_tokens=cfg.run.max_new_tokens)
+
+        from tqdm.auto import tqdm
+
+        q_bar = tqdm(questions, desc=f"{config_name(cfg.drafter)} questions", unit="q", disable=not cfg.run.progress)
+        q_records: list[trace.QuestionRecord] = []
+        r_records: list[trace.RoundRecord] = []
+        for index, question in enumerate(q_bar):
+            done_file = partial / f"q{index:05d}.json"
+            if done_file.exists():
+                saved = json.loads(done_file.read_text())
+                q_records.append(_question_record_from_dict(saved["question"]))
+                r_records.extend(_round_records_from_dicts(saved["rounds"]))
+                continue
+            _set_seed(cfg.run.seed)
+            q_rec, rounds = self._run_question(
+                index, question, tokenizer, verifier, vanilla_verifier, drafter, VanillaDrafter, stop_ids,
+                generate, first_divergence, reference_store, is_vanilla, tqdm,
+            )
+            trace.write_json({"question": dataclasses.asdict(q_rec), "rounds": [dataclasses.asdict(r) for r in rounds]}, done_file)
+            q_records.append(q_rec)
+            r_records.extend(rounds)
+            q_bar.set_postfix(tau=f"{q_rec.n_out / max(q_rec.n_rounds, 1):.2f}", mismatches=sum(q.lossless_mismatch for q in q_records))
+
+        return self._finish(q_records, r_records, source, tokenizer, target, drafter, load_seconds, manifest)
+
+    # ------------------------------------------------------------------------------------------
+    def _run_question(self, index, question, tokenizer, verifier, vanilla_verifier, drafter, VanillaDrafter, stop_ids,
+                      generate, first_divergence, reference_store, is_vanilla, tqdm):
+        from . import data
+
+        cfg = self.cfg
+        turns = question.turns if cfg.dataset.turns == "both" else question.turns[:1]
+        answers: list[str] = []
+        all_rounds: list[trace.RoundRecord] = []
+        totals = dict(wall=0.0, prefill=0.0, drafter=0.0, verify=0.0, forward=0.0, vanilla=0.0)
+        output_all: list[int] = []
+        reference_all: list[int] = []
+        vanilla_n_out = 0
+        stopped = False
+        prompt_first: list[int] = []
+        for turn_index in range(len(turns)):
+            prompt = data.render_conversation(tokenizer, turns[: turn_index + 1], answers, cfg.dataset.template)
+            if turn_index == 0:
+                prompt_first = prompt
+            qid = question.id if len(turns) == 1 else f"{question.id}#turn{turn_index + 1}"
+            reference = reference_store.get(qid, prompt)
+            vanilla_seconds = None
+            if cfg.run.measure_vanilla and not is_vanilla:
+                van = generate(vanilla_verifier, VanillaDrafter(), prompt, cfg.run.max_new_tokens, stop_ids, question_id=qid)
+                vanilla_seconds = van.wall_seconds
+                reference = van.output_tokens
+                reference_store.put(qid, prompt, reference)
+            r_bar = tqdm(total=cfg.run.max_new_tokens, desc=f"  {qid}", unit="tok", leave=False, disable=not cfg.run.progress)
+            gen = generate(verifier, drafter, prompt, cfg.run.max_new_tokens, stop_ids, question_id=qid,
+                           on_round=lambda r: r_bar.update(r.committed))
+            r_bar.close()
+            if is_vanilla:
+                vanilla_seconds = gen.wall_seconds
+                if reference is None:
+                    reference = gen.output_tokens
+                    reference_store.put(qid, prompt, reference)
+            totals["wall"] += gen.wall_seconds
+            totals["prefill"] += gen.prefill_seconds
+            totals["drafter"] += gen.drafter_seconds
+            totals["verify"] += gen.verify_seconds
+            totals["forward"] += gen.forward_seconds
+            if vanilla_seconds is not None:
+                totals["vanilla"] += vanilla_seconds
+            output_all.extend(gen.output_tokens)
+            if reference is not None:
+                reference_all.extend(reference)
+                vanilla_n_out += len(reference)
+            all_rounds.extend(gen.rounds)
+            stopped = gen.stopped_by_eos
+            # The next turn continues from the target's own greedy answer (identical when lossless).
+            answers.append(tokenizer.decode(reference if reference is not None else gen.output_tokens, skip_special_tokens=True))
+        divergence = first_divergence(output_all, reference_all) if reference_all else None
+        have_vanilla = cfg.run.measure_vanilla or is_vanilla
+        q_rec = trace.QuestionRecord(
+            question_id=question.id,
+            question_index=index,
+            prompt_len=len(prompt_first),
+            prompt_sha256=hashlib.sha256(json.dumps(prompt_first).encode()).hexdigest(),
+            output_tokens=output_all,
+            n_out=len(output_all),
+            n_rounds=len(all_rounds),
+            accepted_total=sum(r.accepted_len for r in all_rounds),
+            drafted_total=sum(r.draft_len for r in all_rounds),
+            drafter_passes=sum(r.drafter_passes for r in all_rounds),
+            stopped_by_eos=stopped,
+            wall_seconds=totals["wall"],
+            prefill_seconds=totals["prefill"],
+            drafter_seconds=totals["drafter"],
+            verify_seconds=totals["verify"],
+            forward_seconds=totals["forward"],
+            vanilla_wall_seconds=totals["vanilla"] if have_vanilla else None,
+            vanilla_n_out=vanilla_n_out if reference_all else None,
+            lossless_mismatch=divergence is not None,
+            first_divergence=divergence,
+            output_text=tokenizer.decode(output_all, skip_special_tokens=False),
+            extra={"turns": len(turns), "reference_checked": bool(reference_all)},
+        )
+        return q_rec, all_rounds
+
+    # ------------------------------------------------------------------------------------------
+    def _finish(self, q_records, r_records, source, tokenizer, target, drafter, load_seconds, manifest) -> dict:
+        from . import metrics, models
+
+        cfg = self.cfg
+        rounds = trace.records_frame(r_records, trace.ROUND_COLUMNS)
+        questions = trace.records_frame(q_records, trace.QUESTION_COLUMNS)
+        selected = HardwareProfile.from_mapping(OmegaConf.to_container(cfg.hardware, resolve=True))
+        by_profile = {}
+        for profile in _profiles(selected):
+            try:
+                by_profile[profile.name] = metrics.summarize(questions, rounds, profile, cfg.target.latency_key, cfg.drafter.name)
+            except KeyError as exc:
+                by_profile[profile.name] = {"error": str(exc)}
+        summary = {
+            "run_dir": str(self.run_dir),
+            "config_name": config_name(cfg.drafter),
+            "config_hash": config_hash(cfg),
+            "target": cfg.target.name,
+            "dataset": cfg.dataset.name,
+            "drafter": cfg.drafter.name,
+            "primary_profile": selected.name,
+            "metrics": by_profile[selected.name],
+            "metrics_by_profile": by_profile,
+            "stop_reasons": rounds["stop_reason"].value_counts().to_dict() if len(rounds) else {},
+            "draft_len": _distribution(rounds["draft_len"]) if len(rounds) else {},
+            "load_seconds": load_seconds,
+        }
+        man = manifest.build_manifest(cfg, source=source, target=target, drafter=drafter, run_hash=summary["config_hash"])
+        man["target_model"] = models.model_identity(target)
+        trace.write_parquet(rounds, self.run_dir / "rounds.parquet")
+        trace.write_parquet(questions, self.run_dir / "questions.parquet")
+        trace.write_text(OmegaConf.to_yaml(cfg, resolve=True), self.run_dir / "config.yaml")
+        trace.write_json(man, self.run_dir / "manifest.json")
+        trace.write_json(summary, self.run_dir / "summary.json")
+        trace.write_text(time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n", self.run_dir / trace.COMPLETE_MARKER)
+        shutil.rmtree(self.run_dir / "partial", ignore_errors=True)
+        return summary
+
+
+def _distribution(series) -> dict:
+    return {
+        "min": int(series.min()),
+        "median": float(series.median()),
+        "max": int(series.max()),
+        "mean": float(series.mean()),
+    }
+
+
+def format_summary(summary: dict) -> str:
+    """The table printed at the end of a run."""
+    lines = [
+        f"run: {summary['target']} / {summary['dataset']} / {summary['config_name']}",
+        f"results: {summary['run_dir']}",
+    ]
+    header = f"{'profile':<14} {'accept':>7} {'tau':>6} {'passes/rd':>9} {'modeled':>8} {'refined':>8} {'measured':>9} {'mismatch':>8}"
+    lines.append(header)
+    for name, m in summary["metrics_by_profile"].items():
+        if "error" in m:
+            lines.append(f"{name:<14} (not priced: {m['error']})")
+            continue
+        lines.append(
+            f"{name:<14} {m['acceptance_rate']:>7.3f} {m['tokens_per_round']:>6.2f} {m['drafter_passes_per_round']:>9.2f} "
+            f"{m['modeled_speedup']:>7.2f}x {m['modeled_speedup_refined']:>7.2f}x {m['measured_speedup']:>8.2f}x "
+            f"{m['lossless_mismatches']:>8d}"
+        )
+    m = summary["metrics"]
+    lines.append(
+        f"questions: {m['n_questions']}  tokens/s: {m['tokens_per_second']:.1f} (vanilla {m['vanilla_tokens_per_second']:.1f})  "
+        f"harness overhead: {100 * m['harness_overhead_share']:.1f}% of wall time"
+    )
+    if summary.get("stop_reasons"):
+        lines.append("draft stop reasons: " + ", ".join(f"{k}={v}" for k, v in sorted(summary["stop_reasons"].items())))
+    if summary.get("draft_len"):
+        d = summary["draft_len"]
+        lines.append(f"draft length: min {d['min']} / median {d['median']:g} / max {d['max']} / mean {d['mean']:.2f}")
+    return "\n".join(lines)
+
+
+def run(cfg) -> dict:
+    preflight(cfg)
+    summary = Runner(cfg).run()
+    print(format_summary(summary))
+    return summary
