@@ -46,13 +46,28 @@ def preflight(cfg) -> dict[str, Any]:
     from . import assets, data
 
     validate(cfg)
-    resolve_drafter_model(cfg)
+    drafter_model = resolve_drafter_model(cfg)
     size = data.dataset_size(cfg.dataset)
     if cfg.dataset.num_questions is not None and cfg.dataset.num_questions > size and not cfg.dataset.question_ids:
         raise ConfigError(f"dataset.num_questions={cfg.dataset.num_questions} but {cfg.dataset.name} has {size} questions")
     for name in cfg.target.assets:
         assets.require(name)
+    if drafter_model not in (None, "target"):
+        check_drafter_tokenizer(cfg, drafter_model)
     return {"dataset_size": size}
+
+
+def check_drafter_tokenizer(cfg, drafter_model: str) -> None:
+    """Load only the two tokenizers (seconds) and refuse a drafter that maps tokens to other ids."""
+    from . import models
+    from .drafters import _maybe_tokenizer
+
+    d_src = models.resolve_source(drafter_model)
+    d_tok = _maybe_tokenizer(d_src, models.load_tokenizer)
+    if d_tok is None:
+        return  # project drafters share the target's embeddings and tokenizer by construction
+    t_src = models.resolve_source(cfg.target.model, cfg.target.gguf_file, cfg.target.revision)
+    models.check_shared_tokenizer(models.load_tokenizer(t_src, cfg.target.trust_remote_code), d_tok, drafter_model)
 
 
 def _set_seed(seed: int) -> None:

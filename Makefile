@@ -1,0 +1,44 @@
+# failfast-bench: every target does its own idempotent setup first (scripts/setup.sh).
+PY := .venv/bin/python
+export FAILFAST_BENCH_DATA ?= $(abspath ../shared/data)
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup run test test-fast bench profile figures results drafters clean-runs
+
+setup:
+	@bash scripts/setup.sh
+
+## The main job: FailFast on GSM8K with the embedded default target (SmolLM2-135M-Instruct, CPU).
+run: setup
+	$(PY) -m failfast_bench drafter=failfast dataset=gsm8k
+
+## The whole test suite (unit tests on tiny random models + integration tests on the real SmolLM2).
+test: setup
+	$(PY) -m pytest -q
+
+## Unit tests only (seconds).
+test-fast: setup
+	$(PY) -m pytest -q -m "not integration"
+
+## Vanilla tokens/s, harness overhead and measured vs modeled speedup of every available drafter.
+bench: setup
+	$(PY) scripts/bench.py --questions 5 --max-new-tokens 128
+
+## Measure this machine's latency profile (writes conf/hardware/cpu.yaml).
+profile: setup
+	$(PY) -m failfast_bench.profile
+
+## Regenerate every figure and table from the committed results (no model runs).
+figures: setup
+	$(PY) -m failfast_bench.plots --results results --out results/figures
+
+## Rerun the experiments behind results/ (long; see results/README.md for wall time).
+results: setup
+	bash scripts/make_results.sh
+
+## Retrain every shipped drafter (long; resumable; see the model cards for wall time).
+drafters: setup
+	bash scripts/make_drafters.sh
+
+clean-runs:
+	rm -rf runs

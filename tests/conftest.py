@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+if "FAILFAST_BENCH_DATA" not in os.environ and SHARED_DATA.exists():
+    os.environ["FAILFAST_BENCH_DATA"] = str(SHARED_DATA)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _torch_threads():
+    import torch
+
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def smollm2_available() -> bool:
+    from failfast_bench import assets
+
+    try:
+        assets.require("smollm2-135m")
+        return True
+    except assets.AssetMissing:
+        return False
+
+
+requires_smollm2 = pytest.mark.skipif(not smollm2_available(), reason="SmolLM2 asset missing: python -m failfast_bench.assets fetch smollm2-135m")
