@@ -21,7 +21,8 @@ if "FAILFAST_BENCH_DATA" not in os.environ and SHARED_DATA.exists():
 def _torch_threads():
     import torch
 
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    # Tiny models run fastest on one thread; integration runs set their own (run.threads).
+    torch.set_num_threads(1)
 
 
 def smollm2_available() -> bool:

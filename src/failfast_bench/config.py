@@ -69,6 +69,10 @@ class DrafterConfig:
     # FailFast semantics: "faithful" (authors' code) or "clean" (own-token confidences, cap on length).
     mode: str = "faithful"
     reuse_kv: bool = True
+    # How a reused drafter KV cache is matched to the new context: "exact" (paper: reuse only when the
+    # cached length equals the complete-block prefix, else re-prefill from 0), "crop" (keep the longest
+    # matching block prefix), "off". null = exact when reuse_kv else off.
+    kv_policy: Optional[str] = None
     reuse_drafts: bool = False
     # EAGLE-3: chain of spec_len tokens, or an EAGLE-2 style dynamic tree.
     tree: bool = False
@@ -188,6 +192,7 @@ def validate(cfg: Any) -> None:
     )
     _check(d.budget >= 1, f"drafter.budget={d.budget} must be >= 1")
     _check(d.mode in ("faithful", "clean"), f"drafter.mode={d.mode!r}; valid: faithful, clean")
+    _check(d.kv_policy in (None, "exact", "crop", "off"), f"drafter.kv_policy={d.kv_policy!r}; valid: exact, crop, off")
     _check(d.depth >= 1 and d.top_k >= 1 and d.total_tokens >= 1, "drafter.depth, top_k, total_tokens must be >= 1")
     _check(ds.name in DATASET_NAMES, f"dataset.name={ds.name!r}; valid: {', '.join(DATASET_NAMES)}")
     _check(ds.template in TEMPLATES, f"dataset.template={ds.template!r}; valid: {', '.join(TEMPLATES)}")

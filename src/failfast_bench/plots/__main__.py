@@ -66,6 +66,7 @@ def build_jobs(runs: Optional[pd.DataFrame], rounds: Optional[pd.DataFrame], cur
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m failfast_bench.plots", description=__doc__.split("\n")[0])
+    parser.add_argument("--results", type=Path, action="append", help="run directories to collect (report.collect; no model runs); repeatable")
     parser.add_argument("--runs", type=Path, help="runs table (.parquet or .csv), one row per run × profile")
     parser.add_argument("--rounds", type=Path, help="rounds table (.parquet or .csv), one row per round")
     parser.add_argument("--training-curve", type=Path, help="drafter training curve: step, accuracy[, loss, label]")
@@ -73,12 +74,22 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--profile", help="latency profile for modeled numbers (default: a6000_paper if present)")
     parser.add_argument("--tokenizer", help="local tokenizer directory to show F4 tokens as text")
     args = parser.parse_args(argv)
-    if args.runs is None and args.rounds is None and args.training_curve is None:
-        parser.error("give at least one of --runs, --rounds, --training-curve")
+    if args.results is None and args.runs is None and args.rounds is None and args.training_curve is None:
+        parser.error("give at least one of --results, --runs, --rounds, --training-curve")
 
     runs = read_frame(args.runs) if args.runs else None
     rounds = read_frame(args.rounds) if args.rounds else None
     curve = read_frame(args.training_curve) if args.training_curve else None
+    if args.results:
+        from ..latency import available_profiles, load_profile
+        from ..report import collect
+
+        missing = [str(d) for d in args.results if not d.exists()]
+        if missing:
+            parser.error(f"no such results directory: {', '.join(missing)}")
+        runs, rounds = collect(args.results, [load_profile(p) for p in available_profiles()])
+        if runs.empty:
+            parser.error(f"no complete runs under {', '.join(map(str, args.results))}")
     status = 0
     for name, job in build_jobs(runs, rounds, curve, args.out, args.profile, _decoder(args.tokenizer)):
         try:

@@ -1,0 +1,480 @@
+"""Block-diffusion drafters: the fixed-length Fast-dLLM baseline and FailFast (paper Algorithm 1).
+
+One drafting round (paper-reference §4.4), shared by both drafters:
+
+1. **Prefix KV.** The drafter needs the KV of the complete blocks of the context, [0, ℓ₀) with
+   ℓ₀ = ⌊ℓ/B⌋·B. It reuses its block cache from earlier rounds or runs one *prefill* pass. When ℓ is a
+   block multiple, the logit at the last prefix position yields the token at ℓ.
+2. **Block loop** (at most ``budget // B`` blocks): pad the block holding the frontier with masks and walk
+   its sub-blocks left to right; each *denoising* pass runs the whole block over the cache, reads the
+   shifted logits of the active sub-block, and commits every masked position whose top-1 probability
+   exceeds θ, plus always the single most confident one. After a pass that leaves the whole window
+   [ℓ, ℓ+L) committed, the drafter's stopping rule decides: stop, or widen the window. A complete
+   block costs one more *cache-update* pass, which writes it into the cache and yields the first token
+   of the next block.
+3. The draft is the first L committed tokens, cut after a stop token.
+
+:class:`DllmDrafter` stops as soon as the first ``spec_len`` positions are committed.
+:class:`FailFastDrafter` starts with L = N and, at every check, (a) stops if any recorded confidence is
+below τ, (b) stops at the cap, (c) otherwise widens L by N. ``mode="faithful"`` copies the authors' code
+(paper-reference §4.6): the record C gets the confidence of every position that was masked before a
+pass (positions that stay masked and positions past the window inside the sub-block included; prefill
+and cache-update tokens never), and the cap tests |C| ≥ N_max, which lets drafts reach ~70 tokens.
+``mode="clean"`` tests the commit-time confidences of the window's own tokens and caps L itself.
+
+Drafter KV reuse across rounds (``kv_policy``): ``"exact"`` (paper §7, the default) reuses the block
+cache only when its length equals the new ℓ₀, otherwise re-prefills [0, ℓ₀) and counts a pass; the
+cache is never cropped. Like the authors' code it may then reuse a block whose last token the verifier
+corrected (the round's ``extra["stale_kv"]`` says so). ``"crop"`` keeps the longest block prefix whose
+tokens match the context and prefills only what is missing (one counted pass). ``"off"`` re-prefills
+every round.
+
+Deviation kept on purpose: the authors skip the prefix pass whenever ℓ ≤ 32, which for ℓ = 32 exactly
+drops the context from every pass; here any complete prefix block (ℓ₀ > 0) is prefilled.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Optional, Sequence, Union
+
+import torch
+
+from ..verify import ForwardTimer, synchronize
+from .base import (
+    STOP_BUDGET,
+    STOP_CAP,
+    STOP_FIXED,
+    STOP_LOW_CONFIDENCE,
+    STOP_TOKEN,
+    Draft,
+    Drafter,
+    Verdict,
+)
+
+KV_POLICIES = ("exact", "crop", "off")
+FAILFAST_MODES = ("faithful", "clean")
+
+
+@dataclass
+class _Round:
+    """State of one drafting round; positions are absolute, ``None`` marks a masked position."""
+
+    ell: int
+    seq: list
+    window_end: int
+    conf: dict = field(default_factory=dict)  # position -> probability of the committed token
+    recorded: list = field(default_factory=list)  # C: per-pass records of masked positions
+    passes: dict = field(default_factory=lambda: {"prefill": 0, "denoise": 0, "cache_update": 0})
+    kv_reused: bool = False
+    stale_kv: bool = False
+    reused_draft: bool = False
+
+    def commit(self, pos: int, token: int, confidence: float) -> None:
+        if pos == len(self.seq):
+            self.seq.append(token)
+        else:
+            self.seq[pos] = token
+        self.conf[pos] = confidence
+
+    def window_complete(self) -> bool:
+        if self.window_end > len(self.seq):
+            return False
+        return all(self.seq[p] is not None for p in range(self.ell, self.window_end))
+
+    def window_confidences(self) -> list[float]:
+        return [self.conf[p] for p in range(self.ell, min(self.window_end, len(self.seq))) if self.seq[p] is not None]
+
+
+def rejected_overlap(rejected: Sequence[int], proposal: Sequence[int]) -> tuple[int, int, int]:
+    """Longest suffix of ``proposal`` found as a contiguous run in ``rejected`` (paper §6, step 2).
+
+    Suffix starts are scanned from the left (longest first); for each, the first occurrence in
+    ``rejected`` wins. Returns (len(rejected) - j, j, i) for a match starting at rejected[j] and
+    proposal[i], or (0, -1, -1).
+    """
+    rejected, proposal = list(rejected), list(proposal)
+    for i in range(len(proposal)):
+        suffix = proposal[i:]
+        n = len(suffix)
+        for j in range(len(rejected) - n + 1):
+            if rejected[j : j + n] == suffix:
+                return len(rejected) - j, j, i
+    return 0, -1, -1
+
+
+class BlockDiffusionDrafter(Drafter):
+    """Shared machinery: block cache, denoising passes, parallel unmasking, pass accounting.
+
+    ``model`` is a :class:`~failfast_bench.drafters.blockdiff_model.BlockDiffusionLM` (or anything with
+    its ``block_size``, ``mask_token_id``, ``vocab_limit``, ``cache_len``, ``reset``, ``crop``,
+    ``write_blocks`` and ``denoise``).
+    """
+
+    name = "dllm"
+
+    def __init__(
+        self,
+        model,
+        *,
+        theta: float,
+        sub_block_size: int = 8,
+        budget: int = 96,
+        stop_ids: Sequence[int] = (),
+        reuse_kv: bool = True,
+        kv_policy: Optional[str] = None,
+    ):
+        self.model = model
+        self.block_size = int(model.block_size)
+        if self.block_size % sub_block_size:
+            raise ValueError(f"block size {self.block_size} is not a multiple of sub-block size {sub_block_size}")
+        policy = kv_policy or ("exact" if reuse_kv else "off")
+        if policy not in KV_POLICIES:
+            raise ValueError(f"kv_policy={policy!r}; valid: {', '.join(KV_POLICIES)}")
+        self.theta = float(theta)
+        self.sub_block_size = int(sub_block_size)
+        self.budget = int(budget)
+        self.n_blocks = max(1, self.budget // self.block_size)
+        self.stop_ids = frozenset(int(s) for s in stop_ids)
+        self.kv_policy = policy
+        self.mask_token_id = int(model.mask_token_id)
+        self.timer = ForwardTimer()
+        self._device = getattr(model, "device", torch.device("cpu"))
+        self._cache_tokens: list[int] = []  # tokens whose KV the model's block cache holds
+        self._boundary: dict[int, tuple[int, float]] = {}  # position -> token predicted there by a cache write
+
+    # -- per question ----------------------------------------------------------------------------
+    def start(self, prompt_ids: list[int]) -> None:
+        self.model.reset()
+        self._cache_tokens = []
+        self._boundary = {}
+
+    def describe(self) -> dict:
+        info = {
+            "name": self.name,
+            "theta": self.theta,
+            "block_size": self.block_size,
+            "sub_block_size": self.sub_block_size,
+            "budget": self.budget,
+            "kv_policy": self.kv_policy,
+            "mask_token_id": self.mask_token_id,
+        }
+        describe_model = getattr(self.model, "describe", None)
+        if callable(describe_model):
+            info["model"] = describe_model()
+        return info
+
+    # -- what subclasses decide ------------------------------------------------------------------
+    def _initial_window(self) -> int:
+        raise NotImplementedError
+
+    def _decide(self, st: _Round) -> Union[str, int]:
+        """Called after a denoising pass that completed the window: a stop reason, or how far to widen it."""
+        raise NotImplementedError
+
+    def _on_stop(self, st: _Round, reason: str) -> None:
+        """Hook run when ``_decide`` stops the round (draft reuse lives here)."""
+
+    def _recorded(self, st: _Round) -> Optional[list[float]]:
+        return None
+
+    # -- model calls -----------------------------------------------------------------------------
+    def _timed(self, fn, *args, **kwargs):
+        synchronize(self._device)
+        t0 = time.perf_counter()
+        out = fn(*args, **kwargs)
+        synchronize(self._device)
+        self.timer.seconds += time.perf_counter() - t0
+        self.timer.calls += 1
+        return out
+
+    def _pick(self, logits: torch.Tensor) -> tuple[list[int], list[float]]:
+        """Greedy token and its probability per row; the mask id and ids past the verifier's vocabulary
+        are never chosen (they still count in the softmax, as in the authors' code)."""
+        probs = torch.softmax(logits.float(), dim=-1)
+        choose = probs
+        vocab = probs.shape[-1]
+        limit = getattr(self.model, "vocab_limit", None)
+        if self.mask_token_id < vocab or (limit is not None and limit < vocab):
+            choose = probs.clone()
+            if self.mask_token_id < vocab:
+                choose[:, self.mask_token_id] = -1.0
+            if limit is not None and limit < vocab:
+                choose[:, limit:] = -1.0
+        tokens = choose.argmax(dim=-1)
+        conf = probs.gather(-1, tokens[:, None])[:, 0]
+        return [int(t) for t in tokens.tolist()], [float(c) for c in conf.tolist()]
+
+    def _write(self, st: _Round, tokens: list[int], kind: str) -> None:
+        """A cache-writing pass (prefill or cache update) over whole blocks at the cache end."""
+        start = self.model.cache_len
+        every = self.kv_policy == "crop"
+        logits = self._timed(self.model.write_blocks, tokens, every_block_end=every)
+        st.passes[kind] += 1
+        self._cache_tokens.extend(int(t) for t in tokens)
+        picked_tokens, picked_conf = self._pick(logits)
+        ends = range(start + self.block_size, start + len(tokens) + 1, self.block_size) if every else [start + len(tokens)]
+        for pos, tok, conf in zip(ends, picked_tokens, picked_conf):
+            self._boundary[pos] = (tok, conf)
+
+    def _drop_cache_after(self, keep: int) -> None:
+        if keep == 0:
+            self.model.reset()
+        elif self.model.cache_len > keep:
+            self.model.crop(keep)
+        del self._cache_tokens[keep:]
+        self._boundary = {p: v for p, v in self._boundary.items() if p <= keep}
+
+    # -- the round -------------------------------------------------------------------------------
+    def _prepare_prefix(self, context: list[int], st: _Round) -> None:
+        B = self.block_size
+        ell = len(context)
+        ell0 = ell // B * B
+        cached = len(self._cache_tokens)
+        if self.kv_policy == "exact" and cached == ell0:
+            st.kv_reused = ell0 > 0
+            st.stale_kv = self._cache_tokens != context[:ell0]
+        elif self.kv_policy == "crop":
+            keep = 0
+            limit = min(cached, ell0)
+            while keep + B <= limit and self._cache_tokens[keep : keep + B] == context[keep : keep + B]:
+                keep += B
+            self._drop_cache_after(keep)
+            st.kv_reused = keep > 0
+            if keep < ell0:
+                self._write(st, context[keep:ell0], "prefill")
+        else:
+            self._drop_cache_after(0)
+            if ell0 > 0:
+                self._write(st, context[:ell0], "prefill")
+        if ell0 == ell:
+            tok, conf = self._boundary[ell0]
+            st.commit(ell, tok, conf)
+
+    def _stop_token_reached(self, st: _Round) -> bool:
+        """A stop token is committed with no masked position before it (the authors' stop check)."""
+        for pos in range(st.ell, len(st.seq)):
+            tok = st.seq[pos]
+            if tok is None:
+                return False
+            if tok in self.stop_ids:
+                return True
+        return False
+
+    def _denoise(self, st: _Round, block_start: int, masked: list[int]) -> None:
+        block = [self.mask_token_id if t is None else t for t in st.seq[block_start : block_start + self.block_size]]
+        logits = self._timed(self.model.denoise, block, [p - block_start for p in masked])
+        st.passes["denoise"] += 1
+        tokens, confs = self._pick(logits)
+        st.recorded.extend(confs)
+        best = max(range(len(confs)), key=confs.__getitem__)  # first maximum, like torch.argmax
+        for i, pos in enumerate(masked):
+            if confs[i] > self.theta or i == best:
+                st.commit(pos, tokens[i], confs[i])
+
+    def _run_round(self, context: list[int]) -> tuple[_Round, str]:
+        if not context:
+            raise ValueError("cannot draft from an empty context")
+        B, b = self.block_size, self.sub_block_size
+        st = _Round(ell=len(context), seq=list(context), window_end=len(context) + self._initial_window())
+        self._prepare_prefix(context, st)
+        for _ in range(self.n_blocks):
+            if self._stop_token_reached(st):
+                return st, STOP_TOKEN
+            block_start = len(st.seq) // B * B
+            st.seq.extend([None] * (block_start + B - len(st.seq)))
+            for sub_start in range(block_start, block_start + B, b):
+                while True:
+                    masked = [p for p in range(sub_start, sub_start + b) if st.seq[p] is None]
+                    if not masked:
+                        break
+                    if self._stop_token_reached(st):
+                        return st, STOP_TOKEN
+                    self._denoise(st, block_start, masked)
+                    if st.window_complete():
+                        decision = self._decide(st)
+                        if isinstance(decision, str):
+                            self._on_stop(st, decision)
+                            return st, decision
+                        st.window_end += int(decision)
+            if self._stop_token_reached(st):
+                return st, STOP_TOKEN
+            self._write(st, st.seq[block_start : block_start + B], "cache_update")
+            tok, conf = self._boundary[block_start + B]
+            st.commit(block_start + B, tok, conf)
+        return st, STOP_BUDGET
+
+    def propose(self, context: list[int]) -> Draft:
+        st, reason = self._run_round(list(context))
+        window = st.window_end - st.ell
+        tokens: list[int] = []
+        for tok in st.seq[st.ell :]:
+            if tok is None or len(tokens) == window:
+                break
+            tokens.append(int(tok))
+            if tok in self.stop_ids:
+                break
+        confidences = [float(st.conf[st.ell + i]) for i in range(len(tokens))]
+        return Draft(
+            tokens=tokens,
+            confidences=confidences,
+            passes=dict(st.passes),
+            stop_reason=reason,
+            reported_len=window if len(tokens) < window else None,
+            recorded_confidences=self._recorded(st),
+            extra={
+                "window": window,
+                "kv_reused": st.kv_reused,
+                "stale_kv": st.stale_kv,
+                "reused_draft": st.reused_draft,
+                "records": len(st.recorded),
+            },
+        )
+
+
+class DllmDrafter(BlockDiffusionDrafter):
+    """Fast-dLLM with a fixed speculation length (the paper's naive dLLM baseline, θ = 0.9)."""
+
+    name = "dllm"
+
+    def __init__(self, model, *, spec_len: int = 8, theta: float = 0.9, **kwargs):
+        super().__init__(model, theta=theta, **kwargs)
+        if spec_len < 1:
+            raise ValueError(f"spec_len={spec_len} must be >= 1")
+        self.spec_len = int(spec_len)
+
+    def _initial_window(self) -> int:
+        return self.spec_len
+
+    def _decide(self, st: _Round) -> Union[str, int]:
+        return STOP_FIXED
+
+    def describe(self) -> dict:
+        return {**super().describe(), "spec_len": self.spec_len}
+
+
+class FailFastDrafter(BlockDiffusionDrafter):
+    """FailFast: dynamic speculation length over a block-diffusion drafter (paper Algorithm 1)."""
+
+    name = "failfast"
+
+    def __init__(
+        self,
+        model,
+        *,
+        theta: float = 0.05,
+        tau: float = 0.45,
+        n: int = 10,
+        n_max: int = 60,
+        mode: str = "faithful",
+        reuse_drafts: bool = False,
+        **kwargs,
+    ):
+        super().__init__(model, theta=theta, **kwargs)
+        if mode not in FAILFAST_MODES:
+            raise ValueError(f"mode={mode!r}; valid: {', '.join(FAILFAST_MODES)}")
+        if n < 1 or n_max < n:
+            raise ValueError(f"need 1 <= n <= n_max, got n={n}, n_max={n_max}")
+        self.tau = float(tau)
+        self.n = int(n)
+        self.n_max = int(n_max)
+        self.mode = mode
+        self.reuse_drafts = bool(reuse_drafts)
+        self._previous: Optional[tuple[list[int], list[float], int]] = None
+
+    def start(self, prompt_ids: list[int]) -> None:
+        super().start(prompt_ids)
+        self._previous = None
+
+    def describe(self) -> dict:
+        return {
+            **super().describe(),
+            "tau": self.tau,
+            "n": self.n,
+            "n_max": self.n_max,
+            "mode": self.mode,
+            "reuse_drafts": self.reuse_drafts,
+        }
+
+    def _initial_window(self) -> int:
+        return self.n
+
+    def _decide(self, st: _Round) -> Union[str, int]:
+        window = st.window_end - st.ell
+        if self.mode == "faithful":
+            if any(c < self.tau for c in st.recorded):
+                return STOP_LOW_CONFIDENCE
+            if len(st.recorded) >= self.n_max:
+                return STOP_CAP
+            return self.n
+        if any(c < self.tau for c in st.window_confidences()):
+            return STOP_LOW_CONFIDENCE
+        if window >= self.n_max:
+            return STOP_CAP
+        return min(self.n, self.n_max - window)
+
+    def _recorded(self, st: _Round) -> list[float]:
+        return list(st.recorded) if self.mode == "faithful" else st.window_confidences()
+
+    def _on_stop(self, st: _Round, reason: str) -> None:
+        """Draft reuse (paper Appendix E, §6): after a fail-fast stop, recycle last round's rejected tail."""
+        if reason != STOP_LOW_CONFIDENCE or not self.reuse_drafts or self._previous is None:
+            return
+        prev_tokens, prev_conf, accepted = self._previous
+        if accepted >= len(prev_tokens) - 1:
+            return
+        rejected = prev_tokens[accepted + 1 :]
+        rejected_conf = prev_conf[accepted + 1 :]
+        proposal = [int(t) for t in st.seq[st.ell : st.window_end]]
+        count, j, i = rejected_overlap(rejected, proposal)
+        if count == 0 or i == len(proposal) - 1 or i + count <= len(proposal):
+            return
+        new_tokens = proposal[:i] + rejected[j:]
+        new_conf = [st.conf[st.ell + k] for k in range(i)] + list(rejected_conf[j:])
+        st.seq = st.seq[: st.ell] + new_tokens
+        st.conf = {**{p: c for p, c in st.conf.items() if p < st.ell}, **{st.ell + k: c for k, c in enumerate(new_conf)}}
+        st.window_end = st.ell + len(new_tokens)
+        st.reused_draft = True
+
+    def observe(self, draft: Draft, verdict: Verdict) -> None:
+        self._previous = (list(draft.tokens), list(draft.confidences), int(verdict.accepted_len))
+
+
+# -- construction from a run config -------------------------------------------------------------------
+def build(cfg, model_ref, target_model, target_tokenizer, stop_ids, device, dtype) -> BlockDiffusionDrafter:
+    """The configured ``dllm`` or ``failfast`` drafter, its model loaded next to the target."""
+    from pathlib import Path
+
+    from ..config import ConfigError
+    from ..models import check_shared_tokenizer, load_tokenizer, resolve_source
+    from .blockdiff_model import load_block_diffusion_drafter
+
+    d = cfg.drafter
+    if model_ref == "target":
+        raise ConfigError(f"drafter={d.name} needs a block-diffusion model, not the target itself; set drafter.model")
+    src = resolve_source(model_ref)
+    model = load_block_diffusion_drafter(
+        src.path, target_model=target_model, dtype=dtype, device=device, mask_token_id=d.mask_token_id, target_name=cfg.target.name
+    )
+    if model.block_size != d.block_size:
+        raise ConfigError(
+            f"drafter {model_ref} was trained with block size {model.block_size} but drafter.block_size={d.block_size}; "
+            f"set drafter.block_size={model.block_size}"
+        )
+    # Project drafters ship no tokenizer (they are the target's); Fast-dLLM ships Qwen2.5's plus the mask token.
+    path = Path(src.path)
+    ships_tokenizer = not src.is_local or any((path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json"))
+    if ships_tokenizer and target_tokenizer is not None:
+        check_shared_tokenizer(target_tokenizer, load_tokenizer(src), model_ref)
+    common = dict(
+        sub_block_size=d.sub_block_size,
+        budget=d.budget,
+        stop_ids=tuple(stop_ids),
+        reuse_kv=d.reuse_kv,
+        kv_policy=getattr(d, "kv_policy", None),
+    )
+    if d.name == "dllm":
+        return DllmDrafter(model, spec_len=d.spec_len, theta=d.theta, **common)
+    return FailFastDrafter(
+        model, theta=d.theta, tau=d.tau, n=d.n, n_max=d.n_max, mode=d.mode, reuse_drafts=d.reuse_drafts, **common
+    )
