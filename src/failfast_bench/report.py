@@ -5,7 +5,8 @@
 Every directory is searched recursively for complete runs (``COMPLETE`` marker). No model is loaded:
 modeled speedups are recomputed from the stored traces, so a trace can be re-priced for other hardware.
 The best configuration per (target, dataset, drafter family) is chosen by mean modeled speedup, as the
-paper does.
+paper does. Sweeps along one hyperparameter (τ, N_max, θ, spec_len, N) with the others held fixed are
+printed as curves, e.g. the τ curve of ``experiment=micro_tau``.
 """
 from __future__ import annotations
 
@@ -20,7 +21,11 @@ import yaml
 from . import metrics, trace
 from .latency import HardwareProfile, available_profiles, load_profile
 
-RUN_KEY_COLUMNS = ["run_id", "target", "dataset", "drafter", "config_name", "theta", "tau", "n", "n_max", "spec_len", "mode", "max_new_tokens", "dtype"]
+RUN_KEY_COLUMNS = ["run_id", "target", "dataset", "drafter", "family", "config_name", "theta", "tau", "n", "n_max", "spec_len", "mode", "max_new_tokens", "dtype", "replay"]
+# Hyperparameters a sweep varies; a curve moves one of them and holds the rest fixed.
+SWEEP_PARAMS = ("tau", "n_max", "theta", "spec_len", "n")
+PARAM_LABELS = {"tau": "τ", "n_max": "N_max", "theta": "θ", "spec_len": "spec_len", "n": "N"}
+CURVE_METRICS = ["modeled_speedup", "modeled_speedup_refined", "measured_speedup", "acceptance_rate", "tokens_per_round", "drafter_passes_per_round", "mean_draft_len"]
 
 
 def find_runs(roots: Iterable[Path]) -> list[Path]:
@@ -51,6 +56,8 @@ def _run_identity(run_dir: Path, summary: dict) -> dict:
         "target": summary["target"],
         "dataset": summary["dataset"],
         "drafter": family,
+        # The dynamic-length AR ablation is its own family when picking best configs (as in the paper).
+        "family": "ar_dynamic" if family == "ar" and d.get("dynamic") else family,
         "config_name": summary["config_name"],
         "mode": d.get("mode") if family == "failfast" else None,
         "max_new_tokens": cfg["run"]["max_new_tokens"],
@@ -88,16 +95,87 @@ def collect(roots: Iterable[Path], profiles: list[HardwareProfile]) -> tuple[pd.
 
 
 def best_configs(runs: pd.DataFrame, metric: str = "modeled_speedup") -> pd.DataFrame:
-    """Best config per (profile, target, dataset, drafter family) by mean ``metric`` (paper convention)."""
+    """Best config per (profile, target, dataset, drafter family) by mean ``metric`` (paper convention).
+
+    Families are the ``drafter=`` options: ``ar`` (fixed length) and ``ar_dynamic`` are ranked separately.
+    """
     if runs.empty:
         return runs
-    ranked = runs.sort_values(metric, ascending=False)
-    return ranked.groupby(["profile", "target", "dataset", "drafter"], as_index=False, sort=True).head(1).sort_values(
+    family = "family" if "family" in runs.columns else "drafter"
+    ranked = runs.sort_values(metric, ascending=False, na_position="last")
+    return ranked.groupby(["profile", "target", "dataset", family], as_index=False, sort=True).head(1).sort_values(
         ["profile", "target", "dataset", metric], ascending=[True, True, True, False]
     )
 
 
-SHOW = ["target", "dataset", "drafter", "config_name", "acceptance_rate", "tokens_per_round", "drafter_passes_per_round", "modeled_speedup", "modeled_speedup_refined", "measured_speedup", "lossless_mismatches"]
+def sweep_curves(runs: pd.DataFrame, params=SWEEP_PARAMS, min_points: int = 3) -> list[tuple[str, str, pd.DataFrame]]:
+    """Every one-hyperparameter sweep in ``runs``: (parameter, title, curve) with one row per value.
+
+    A curve holds everything else fixed: profile, target, dataset, family, FailFast mode, the other
+    hyperparameters, question count, max_new_tokens, dtype and replay. Repeated runs of one value are averaged.
+    """
+    out: list[tuple[str, str, pd.DataFrame]] = []
+    if runs.empty:
+        return out
+    context = ["profile", "target", "dataset", "family", "mode", "n_questions", "max_new_tokens", "dtype", "replay"]
+    for param in params:
+        if param not in runs.columns:
+            continue
+        rows = runs[runs[param].notna()]
+        fixed = [c for c in context + [p for p in SWEEP_PARAMS if p != param] if c in rows.columns]
+        for key, group in rows.groupby(fixed, dropna=False, sort=True):
+            if group[param].nunique() < min_points:
+                continue
+            held = dict(zip(fixed, key))
+            metrics = [m for m in CURVE_METRICS if m in group.columns]
+            curve = group.groupby(param, as_index=False).agg({**{m: "mean" for m in metrics}, "config_name": "first"})
+            out.append((param, _curve_title(param, held), curve.sort_values(param).reset_index(drop=True)))
+    return out
+
+
+def _curve_title(param: str, held: dict) -> str:
+    others = ", ".join(
+        f"{PARAM_LABELS[p]}={held[p]:g}" for p in SWEEP_PARAMS if p != param and p in held and not pd.isna(held[p])
+    )
+    mode = f" ({held['mode']})" if isinstance(held.get("mode"), str) else ""
+    setting = f"{held.get('n_questions', '?')} questions, {held.get('max_new_tokens', '?')} tokens" + (", replay" if held.get("replay") else "")
+    return (
+        f"{PARAM_LABELS[param]} curve: {held['family']}{mode} on {held['target']} / {held['dataset']} "
+        f"[profile {held['profile']}; {others}; {setting}]"
+    )
+
+
+def curve_markdown(param: str, curve: pd.DataFrame, metric: str = "modeled_speedup") -> str:
+    """The curve as a table, with a bar per row scaled between the lowest and highest ``metric``."""
+    values = curve[metric].astype(float)
+    lo, hi = values.min(), values.max()
+    width = 24
+
+    def bar(v: float) -> str:
+        if pd.isna(v):
+            return ""
+        frac = 1.0 if hi == lo else (v - lo) / (hi - lo)
+        return "#" * (1 + round(frac * (width - 1)))
+
+    metrics = [m for m in CURVE_METRICS if m in curve.columns and curve[m].notna().any() and m != metric]
+    shown = curve[[param, "config_name", metric]].rename(columns={param: PARAM_LABELS[param]})
+    shown[f"{metric} ({lo:.3f} .. {hi:.3f})"] = [bar(v) for v in values]
+    shown = pd.concat([shown, curve[metrics]], axis=1)
+    return shown.to_markdown(index=False, floatfmt=".3f") + "\n"
+
+
+def curves_frame(curves: list[tuple[str, str, pd.DataFrame]]) -> pd.DataFrame:
+    """All curves in one long table (for curves.csv)."""
+    frames = []
+    for param, title, curve in curves:
+        f = curve.rename(columns={param: "value"}).copy()
+        f.insert(0, "parameter", param)
+        f.insert(0, "curve", title)
+        frames.append(f)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+SHOW = ["target", "dataset", "family", "config_name", "replay", "acceptance_rate", "tokens_per_round", "drafter_passes_per_round", "modeled_speedup", "modeled_speedup_refined", "measured_speedup", "lossless_mismatches"]
 
 
 def to_markdown(frame: pd.DataFrame, columns: list[str] = SHOW) -> str:
@@ -111,8 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m failfast_bench.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dirs", nargs="*", default=["runs"], help="run directories or roots to search (default: runs)")
     parser.add_argument("--profile", action="append", help=f"hardware profile(s) to price under (default: all: {', '.join(available_profiles())})")
-    parser.add_argument("--out", help="write runs.csv, runs.parquet, rounds.parquet, best.csv, report.md here")
-    parser.add_argument("--sort", default="modeled_speedup")
+    parser.add_argument("--out", help="write runs.csv, runs.parquet, rounds.parquet, best.csv, curves.csv, report.md here")
+    parser.add_argument("--sort", default="modeled_speedup", help="metric that ranks configs and draws curve bars")
+    parser.add_argument("--no-curves", dest="curves", action="store_false", help="do not print one-hyperparameter sweep curves")
     args = parser.parse_args(argv)
     try:
         profiles = [load_profile(p) for p in (args.profile or available_profiles())]
@@ -122,9 +201,14 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         parser.error(f"no such directory: {', '.join(missing)}")
     runs, rounds = collect([Path(d) for d in args.dirs], profiles)
+    if not runs.empty and args.sort not in runs.columns:
+        parser.error(f"--sort {args.sort!r} is not a metric; try one of: {', '.join(CURVE_METRICS)}")
     best = best_configs(runs, args.sort)
     text = "## All runs\n\n" + to_markdown(runs.sort_values(["profile", "target", "dataset", args.sort], ascending=[True, True, True, False]) if not runs.empty else runs)
     text += "\n## Best config per (target, dataset, drafter family)\n\n" + to_markdown(best, ["profile"] + SHOW)
+    curves = sweep_curves(runs) if args.curves else []
+    for param, title, curve in curves:
+        text += f"\n## {title}\n\n" + curve_markdown(param, curve, args.sort if args.sort in curve.columns else "modeled_speedup")
     print(text)
     if args.out:
         out = Path(args.out)
@@ -132,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
         trace._atomic(out / "runs.csv", lambda tmp: runs.to_csv(tmp, index=False))
         trace._atomic(out / "best.csv", lambda tmp: best.to_csv(tmp, index=False))
         trace.write_parquet(runs, out / "runs.parquet")
+        if curves:
+            table = curves_frame(curves)
+            trace._atomic(out / "curves.csv", lambda tmp: table.to_csv(tmp, index=False))
         if not rounds.empty:
             trace.write_parquet(rounds, out / "rounds.parquet")
         trace.write_text(text, out / "report.md")

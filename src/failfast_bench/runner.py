@@ -46,6 +46,10 @@ def preflight(cfg) -> dict[str, Any]:
     from . import assets, data
 
     validate(cfg)
+    if OmegaConf.select(cfg, "run.replay", default=False):
+        from .replay import check_replayable
+
+        check_replayable(cfg)
     drafter_model = resolve_drafter_model(cfg)
     size = data.dataset_size(cfg.dataset)
     if cfg.dataset.num_questions is not None and cfg.dataset.num_questions > size and not cfg.dataset.question_ids:
@@ -99,24 +103,67 @@ def _round_records_from_dicts(rows: list[dict]) -> list[trace.RoundRecord]:
     return [trace.RoundRecord(**r) for r in rows]
 
 
+@dataclasses.dataclass
+class _Tools:
+    """What every question of one run needs (built once per run)."""
+
+    tokenizer: Any
+    verifier: Any  # TargetVerifier, or ReplayVerifier when run.replay
+    vanilla_verifier: Any  # the live target, one token per forward
+    drafter: Any
+    stop_ids: list[int]
+    reference_store: Any
+    continuation_store: Any  # replay only
+    continuations: dict  # replay only: prompt ids -> the target's cached greedy continuation
+    progress: Any  # tqdm
+
+
+# One loaded target per process: a multirun sweep runs its jobs one after another in one process, and
+# reloading the same tokenizer and weights for every job would dominate short (replayed) jobs.
+_TARGET_CACHE: dict[tuple, tuple] = {}
+
+
+def _load_target(t_src, dtype, device, trust_remote_code: bool):
+    from . import models
+
+    key = (t_src.path, t_src.gguf_file, t_src.revision, str(dtype), str(device), bool(trust_remote_code))
+    if key not in _TARGET_CACHE:
+        _TARGET_CACHE.clear()
+        tokenizer = models.load_tokenizer(t_src, trust_remote_code)
+        model = models.load_causal_lm(t_src, dtype, device, trust_remote_code)
+        _TARGET_CACHE[key] = (tokenizer, model)
+    return _TARGET_CACHE[key]
+
+
+def _remove_stray_temporaries(run_dir: Path) -> None:
+    """A kill during an atomic write leaves ``.<name>.*.partial`` files; they never count as results."""
+    for stray in list(run_dir.glob(".*.partial")) + list((run_dir / "partial").glob(".*.partial")):
+        stray.unlink(missing_ok=True)
+
+
 class Runner:
     def __init__(self, cfg):
         self.cfg = cfg
         self.run_dir = run_dir_for(cfg)
+        self.replay = bool(OmegaConf.select(cfg, "run.replay", default=False))
 
     # ------------------------------------------------------------------------------------------
     def run(self) -> dict:
         cfg = self.cfg
         if cfg.run.skip_if_complete and trace.is_complete(self.run_dir):
             summary = json.loads((self.run_dir / "summary.json").read_text())
+            shutil.rmtree(self.run_dir / "partial", ignore_errors=True)  # killed between COMPLETE and clean-up
             print(f"[failfast-bench] complete results exist, skipping: {self.run_dir}")
+            if cfg.logger.name != "none" and cfg.logger.mode != "disabled":
+                # e.g. a W&B sweep agent asking for a config that is already done: report the stored results.
+                from .loggers import log_run
+
+                log_run(cfg, summary, trace.load_run(self.run_dir)[0], self.run_dir)
             return summary
         import torch
 
         from . import data, lossless, manifest, models
         from .drafters import build_drafter
-        from .drafters.base import VanillaDrafter
-        from .engine import first_divergence, generate
         from .verify import TargetVerifier
 
         if cfg.run.threads:
@@ -131,23 +178,39 @@ class Runner:
             got = sha256_file(Path(t_src.path) / t_src.gguf_file)
             if got != cfg.target.gguf_sha256:
                 raise ConfigError(f"{t_src.gguf_file}: SHA-256 {got} != expected {cfg.target.gguf_sha256}; refusing to load")
-        tokenizer = models.load_tokenizer(t_src, cfg.target.trust_remote_code)
         load_t0 = time.perf_counter()
-        target = models.load_causal_lm(t_src, dtype, device, cfg.target.trust_remote_code)
+        tokenizer, target = _load_target(t_src, dtype, device, cfg.target.trust_remote_code)
         stop_ids = models.stop_token_ids(tokenizer, target.config, list(cfg.target.eos_token_ids))
         drafter = build_drafter(cfg, target, tokenizer, stop_ids, device, dtype)
         load_seconds = time.perf_counter() - load_t0
-        verifier = TargetVerifier(target, feature_layers=getattr(drafter, "target_feature_layers", ()))
+        target_id = lossless.target_identity(cfg, target)
         vanilla_verifier = TargetVerifier(target)
-        is_vanilla = cfg.drafter.name == "vanilla"
+        continuations: dict = {}
+        continuation_store = None
+        if self.replay:
+            from .replay import ContinuationStore, ReplayVerifier, check_replayable_drafter
+
+            check_replayable_drafter(drafter)
+            verifier = ReplayVerifier(lambda prompt: continuations[tuple(prompt)], device=vanilla_verifier.device)
+            continuation_store = ContinuationStore(target_id)
+        else:
+            verifier = TargetVerifier(target, feature_layers=getattr(drafter, "target_feature_layers", ()))
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
         partial = self.run_dir / "partial"
         partial.mkdir(exist_ok=True)
-        reference_store = lossless.ReferenceStore(target_id=lossless.target_identity(cfg, target), max_new_tokens=cfg.run.max_new_tokens)
+        _remove_stray_temporaries(self.run_dir)
 
         from tqdm.auto import tqdm
 
+        tools = _Tools(
+            tokenizer=tokenizer, verifier=verifier, vanilla_verifier=vanilla_verifier, drafter=drafter, stop_ids=stop_ids,
+            reference_store=lossless.ReferenceStore(target_id=target_id, max_new_tokens=cfg.run.max_new_tokens),
+            continuation_store=continuation_store, continuations=continuations, progress=tqdm,
+        )
+        done = sorted(p.name for p in partial.glob("q*.json"))
+        if done:
+            print(f"[failfast-bench] resuming {self.run_dir}: {len(done)} of {len(questions)} questions already done")
         q_bar = tqdm(questions, desc=f"{config_name(cfg.drafter)} questions", unit="q", disable=not cfg.run.progress)
         q_records: list[trace.QuestionRecord] = []
         r_records: list[trace.RoundRecord] = []
@@ -159,10 +222,7 @@ class Runner:
                 r_records.extend(_round_records_from_dicts(saved["rounds"]))
                 continue
             _set_seed(cfg.run.seed)
-            q_rec, rounds = self._run_question(
-                index, question, tokenizer, verifier, vanilla_verifier, drafter, VanillaDrafter, stop_ids,
-                generate, first_divergence, reference_store, is_vanilla, tqdm,
-            )
+            q_rec, rounds = self._run_question(index, question, tools)
             trace.write_json({"question": dataclasses.asdict(q_rec), "rounds": [dataclasses.asdict(r) for r in rounds]}, done_file)
             q_records.append(q_rec)
             r_records.extend(rounds)
@@ -171,11 +231,36 @@ class Runner:
         return self._finish(q_records, r_records, source, tokenizer, target, drafter, load_seconds, manifest)
 
     # ------------------------------------------------------------------------------------------
-    def _run_question(self, index, question, tokenizer, verifier, vanilla_verifier, drafter, VanillaDrafter, stop_ids,
-                      generate, first_divergence, reference_store, is_vanilla, tqdm):
-        from . import data
+    def _reference_for(self, qid: str, prompt: list[int], tools: _Tools, is_vanilla: bool):
+        """(reference output or None, vanilla wall seconds or None) for one turn, before the drafter runs."""
+        from .drafters.base import VanillaDrafter
+        from .engine import generate
 
         cfg = self.cfg
+        if self.replay:
+            from . import replay
+
+            length = replay.continuation_length(cfg)
+            made = tools.continuation_store.get_or_make(
+                qid, prompt, length, lambda known: replay.greedy_continuation(tools.vanilla_verifier, prompt, length, tools.stop_ids, known)
+            )
+            tools.continuations[tuple(prompt)] = made.tokens
+            # Nothing is timed in replay: the target does not run, so no wall-clock baseline exists.
+            return replay.vanilla_output(made.tokens, cfg.run.max_new_tokens, tools.stop_ids), None
+        reference = tools.reference_store.get(qid, prompt)
+        if cfg.run.measure_vanilla and not is_vanilla:
+            van = generate(tools.vanilla_verifier, VanillaDrafter(), prompt, cfg.run.max_new_tokens, tools.stop_ids, question_id=qid)
+            tools.reference_store.put(qid, prompt, van.output_tokens)
+            return van.output_tokens, van.wall_seconds
+        return reference, None
+
+    def _run_question(self, index, question, tools: _Tools):
+        from . import data
+        from .engine import first_divergence, generate
+
+        cfg = self.cfg
+        tokenizer = tools.tokenizer
+        is_vanilla = cfg.drafter.name == "vanilla"
         turns = question.turns if cfg.dataset.turns == "both" else question.turns[:1]
         answers: list[str] = []
         all_rounds: list[trace.RoundRecord] = []
@@ -190,22 +275,16 @@ class Runner:
             if turn_index == 0:
                 prompt_first = prompt
             qid = question.id if len(turns) == 1 else f"{question.id}#turn{turn_index + 1}"
-            reference = reference_store.get(qid, prompt)
-            vanilla_seconds = None
-            if cfg.run.measure_vanilla and not is_vanilla:
-                van = generate(vanilla_verifier, VanillaDrafter(), prompt, cfg.run.max_new_tokens, stop_ids, question_id=qid)
-                vanilla_seconds = van.wall_seconds
-                reference = van.output_tokens
-                reference_store.put(qid, prompt, reference)
-            r_bar = tqdm(total=cfg.run.max_new_tokens, desc=f"  {qid}", unit="tok", leave=False, disable=not cfg.run.progress)
-            gen = generate(verifier, drafter, prompt, cfg.run.max_new_tokens, stop_ids, question_id=qid,
+            reference, vanilla_seconds = self._reference_for(qid, prompt, tools, is_vanilla)
+            r_bar = tools.progress(total=cfg.run.max_new_tokens, desc=f"  {qid}", unit="tok", leave=False, disable=not cfg.run.progress)
+            gen = generate(tools.verifier, tools.drafter, prompt, cfg.run.max_new_tokens, tools.stop_ids, question_id=qid,
                            on_round=lambda r: r_bar.update(r.committed))
             r_bar.close()
-            if is_vanilla:
+            if is_vanilla and not self.replay:
                 vanilla_seconds = gen.wall_seconds
                 if reference is None:
                     reference = gen.output_tokens
-                    reference_store.put(qid, prompt, reference)
+                    tools.reference_store.put(qid, prompt, reference)
             totals["wall"] += gen.wall_seconds
             totals["prefill"] += gen.prefill_seconds
             totals["drafter"] += gen.drafter_seconds
@@ -222,7 +301,7 @@ class Runner:
             # The next turn continues from the target's own greedy answer (identical when lossless).
             answers.append(tokenizer.decode(reference if reference is not None else gen.output_tokens, skip_special_tokens=True))
         divergence = first_divergence(output_all, reference_all) if reference_all else None
-        have_vanilla = cfg.run.measure_vanilla or is_vanilla
+        have_vanilla = (cfg.run.measure_vanilla or is_vanilla) and not self.replay
         q_rec = trace.QuestionRecord(
             question_id=question.id,
             question_index=index,
@@ -245,7 +324,7 @@ class Runner:
             lossless_mismatch=divergence is not None,
             first_divergence=divergence,
             output_text=tokenizer.decode(output_all, skip_special_tokens=False),
-            extra={"turns": len(turns), "reference_checked": bool(reference_all)},
+            extra={"turns": len(turns), "reference_checked": bool(reference_all), **({"replay": True} if self.replay else {})},
         )
         return q_rec, all_rounds
 
@@ -271,6 +350,7 @@ class Runner:
             "dataset": cfg.dataset.name,
             "drafter": cfg.drafter.name,
             "primary_profile": selected.name,
+            "replay": self.replay,
             "metrics": by_profile[selected.name],
             "metrics_by_profile": by_profile,
             "stop_reasons": rounds["stop_reason"].value_counts().to_dict() if len(rounds) else {},
@@ -301,12 +381,18 @@ def _distribution(series) -> dict:
     }
 
 
+def _times(value: float) -> str:
+    return "n/a" if value != value else f"{value:.2f}x"  # NaN: not measured (replay, or no vanilla run)
+
+
 def format_summary(summary: dict) -> str:
     """The table printed at the end of a run."""
     lines = [
         f"run: {summary['target']} / {summary['dataset']} / {summary['config_name']}",
         f"results: {summary['run_dir']}",
     ]
+    if summary.get("replay"):
+        lines.append("replay: verdicts from the target's cached greedy continuation (measured speedup n/a; modeled exact)")
     header = f"{'profile':<14} {'accept':>7} {'tau':>6} {'passes/rd':>9} {'modeled':>8} {'refined':>8} {'measured':>9} {'mismatch':>8}"
     lines.append(header)
     for name, m in summary["metrics_by_profile"].items():
@@ -315,7 +401,7 @@ def format_summary(summary: dict) -> str:
             continue
         lines.append(
             f"{name:<14} {m['acceptance_rate']:>7.3f} {m['tokens_per_round']:>6.2f} {m['drafter_passes_per_round']:>9.2f} "
-            f"{m['modeled_speedup']:>7.2f}x {m['modeled_speedup_refined']:>7.2f}x {m['measured_speedup']:>8.2f}x "
+            f"{m['modeled_speedup']:>7.2f}x {m['modeled_speedup_refined']:>7.2f}x {_times(m['measured_speedup']):>9} "
             f"{m['lossless_mismatches']:>8d}"
         )
     m = summary["metrics"]

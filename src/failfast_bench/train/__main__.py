@@ -1,0 +1,286 @@
+"""``python -m failfast_bench.train recipe=<dllm|ar> target=<name> [stage=data|train|ship|eval|all] [key=value ...]``
+
+Hydra app over ``conf/train/config.yaml`` (targets from the benchmark's ``conf/target/``). Every stage
+resumes where a killed run stopped. See :mod:`failfast_bench.train` for the recipes.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from ..cli import CONF_DIR, fail
+
+log = logging.getLogger("failfast_bench.train")
+STAGES = ("data", "train", "ship", "eval", "all")
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+
+
+def _path(value) -> Path:
+    """A config path: ``~`` expanded; relative paths are taken from the working directory, else the project root."""
+    path = Path(os.path.expanduser(str(value)))
+    if path.is_absolute() or path.exists():
+        return path
+    rooted = PROJECT_ROOT / path
+    return rooted if rooted.exists() or (PROJECT_ROOT / "pyproject.toml").exists() else path
+
+
+def _data_settings(cfg, heldout: bool = False):
+    """Settings of the main response cache, or (``heldout``) of the small held-out evaluation cache."""
+    from dataclasses import replace
+
+    settings = _main_data_settings(cfg)
+    if not heldout:
+        return settings
+    compact = None if settings.compact_dir is None else str(Path(settings.compact_dir) / "heldout")
+    return replace(
+        settings, cache_dir=str(_path(cfg.data.heldout_cache_dir)), compact_dir=compact, subset="heldout",
+        templates=tuple(cfg.data.heldout_templates), max_prompts=None, time_budget_minutes=None,
+    )
+
+
+def _main_data_settings(cfg):
+    from .data import DataSettings
+
+    d = cfg.data
+    return DataSettings(
+        train_path=str(_path(d.train_path)),
+        cache_dir=str(_path(d.cache_dir)),
+        templates=tuple(d.templates),
+        seed=int(d.seed),
+        shard_size=int(d.shard_size),
+        batch_size=int(d.batch_size),
+        max_new_tokens=int(d.max_new_tokens),
+        topk=int(d.topk),
+        heldout_every=int(d.heldout_every),
+        max_prompts=None if d.max_prompts is None else int(d.max_prompts),
+        dtype=str(cfg.target_dtype),
+        check_evaluation_overlap=bool(d.check_evaluation_overlap),
+        compact_dir=None if d.compact_dir is None else str(_path(d.compact_dir)),
+        time_budget_minutes=d.time_budget_minutes,
+    )
+
+
+def _load_target(cfg):
+    import torch
+
+    from ..models import load_causal_lm, load_tokenizer, pick_device, resolve_source, stop_token_ids
+
+    src = resolve_source(cfg.target.model, cfg.target.gguf_file, cfg.target.revision)
+    tokenizer = load_tokenizer(src, cfg.target.trust_remote_code)
+    device = pick_device(cfg.device)
+    dtype = getattr(torch, str(cfg.target_dtype))
+    model = load_causal_lm(src, dtype, device, cfg.target.trust_remote_code)
+    stops = stop_token_ids(tokenizer, model.config, list(cfg.target.eos_token_ids))
+    return model, tokenizer, stops, device
+
+
+def stage_data(cfg, target=None):
+    from .data import generate_responses
+
+    model, tokenizer, stops, _ = target or _load_target(cfg)
+    # The held-out evaluation prompts first (small), so evaluation works from the first training step.
+    held = generate_responses(_data_settings(cfg, heldout=True), cfg.target.name, model, tokenizer, stops, progress=cfg.progress)
+    log.info("held-out cache %s: %s", held.root, held.stats())
+    store = generate_responses(_data_settings(cfg), cfg.target.name, model, tokenizer, stops, progress=cfg.progress)
+    stats = store.stats()
+    log.info("response cache %s: %s", store.root, stats)
+    return stats
+
+
+def _heldout_store(cfg) -> Path:
+    """The held-out evaluation cache when generated, else the main cache (its held-out lines)."""
+    held = _path(cfg.data.heldout_cache_dir)
+    return held if (held / "meta.json").exists() else _path(cfg.data.cache_dir)
+
+
+def _eval_settings(cfg, stops):
+    from .evaluate import EvalSettings
+
+    e = cfg.eval
+    return EvalSettings(
+        examples=int(e.examples), points_per_example=int(e.points_per_example), sim_tokens=int(e.sim_tokens), theta=float(e.theta),
+        tau=float(e.tau), n=int(e.n), n_max=int(e.n_max), sub_block_size=int(e.sub_block_size), budget=int(e.budget),
+        ar_spec_lens=tuple(int(k) for k in e.ar_spec_lens), stop_ids=tuple(stops), dtype=e.get("dtype") or "",
+    )
+
+
+def build_recipe(cfg, model, tokenizer, stops):
+    from .trunk import resolve_layers
+
+    r = cfg.recipe
+    layers = resolve_layers(r.init_layers, int(r.num_layers), int(model.config.num_hidden_layers))
+    eval_settings = _eval_settings(cfg, stops)
+    if r.name == "dllm":
+        from .dllm_recipe import DllmRecipe, DllmSettings
+
+        settings = DllmSettings(
+            block_size=int(r.block_size), sub_block_size=int(r.sub_block_size), mask_token_id=r.mask_token_id,
+            noisy_copies=int(r.noisy_copies), aligned_fraction=float(r.aligned_fraction), far_weight=float(r.far_weight),
+            block_end_weight=float(r.block_end_weight), distill_weight=float(r.distill_weight), max_len=int(r.max_len),
+        )
+        return DllmRecipe(model, cfg.target.name, layers, settings, eval_settings), layers
+    if r.name == "ar":
+        from .ar_recipe import ArRecipe, ArSettings
+
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
+        settings = ArSettings(distill_weight=float(r.distill_weight), max_len=int(r.max_len))
+        return ArRecipe(model, cfg.target.name, layers, settings, eval_settings, pad), layers
+    raise ValueError(f"recipe={r.name!r}; valid: dllm, ar")
+
+
+def _loop_settings(cfg):
+    from .loop import LoopSettings
+
+    t = cfg.train
+    return LoopSettings(
+        steps=int(t.steps), batch_size=int(t.batch_size), lr=float(t.lr), min_lr_ratio=float(t.min_lr_ratio), warmup_steps=int(t.warmup_steps),
+        weight_decay=float(t.weight_decay), grad_clip=float(t.grad_clip), seed=int(t.seed), autocast_bf16=bool(t.autocast_bf16),
+        checkpoint_minutes=float(t.checkpoint_minutes), eval_every=int(t.eval_every), log_every=int(t.log_every),
+        time_budget_minutes=t.time_budget_minutes, reload_data_minutes=float(t.reload_data_minutes), min_examples=int(t.min_examples),
+        templates=None if t.templates is None else tuple(t.templates),
+    )
+
+
+def stage_train(cfg, target=None):
+    from omegaconf import OmegaConf
+
+    from .evaluate import heldout_examples
+    from .loop import Trainer
+
+    model, tokenizer, stops, _ = target or _load_target(cfg)
+    recipe, layers = build_recipe(cfg, model, tokenizer, stops)
+    store_dir = _path(cfg.data.cache_dir)
+    describe = {
+        "target": cfg.target.name,
+        "target_model": str(cfg.target.model),
+        "target_dtype": str(cfg.target_dtype),
+        "init_layers": layers,
+        "recipe_config": OmegaConf.to_container(cfg.recipe, resolve=True),
+        # Machine-specific paths stay out of the shipped config.
+        "loop_config": {k: v for k, v in OmegaConf.to_container(cfg.train, resolve=True).items() if k not in ("run_dir", "init_from")},
+        "eval_config": OmegaConf.to_container(cfg.eval, resolve=True),
+    }
+    heldout_cache: list = []
+
+    def heldout():
+        if not heldout_cache:
+            heldout_cache.extend(heldout_examples(_heldout_store(cfg), int(cfg.eval.examples)))
+        return heldout_cache
+
+    wandb_run = None
+    if cfg.wandb.enabled:
+        import wandb
+
+        wandb_run = wandb.init(project=cfg.wandb.project, entity=cfg.wandb.entity, mode=cfg.wandb.mode, config=OmegaConf.to_container(cfg, resolve=True), name=f"train-{cfg.target.name}-{cfg.recipe.name}")
+    init_from = _path(cfg.train.init_from) if cfg.train.get("init_from") else None
+    if init_from is not None and not (init_from / "model.safetensors").exists():
+        raise FileNotFoundError(f"train.init_from={cfg.train.init_from}: no model.safetensors there")
+    trainer = Trainer(
+        recipe, _path(cfg.train.run_dir), store_dir, _loop_settings(cfg), heldout, describe, progress=cfg.progress, wandb_run=wandb_run, init_from=init_from
+    )
+    try:
+        state = trainer.run()
+    finally:
+        if wandb_run is not None:
+            wandb_run.finish()
+    return {k: v for k, v in state.items() if k != "evals"}
+
+
+def stage_ship(cfg):
+    from .card import write_model_card
+
+    run_dir = _path(cfg.train.run_dir)
+    export = run_dir / "export"
+    if not (export / "config.json").exists():
+        raise FileNotFoundError(f"nothing to ship: {export} has no trained drafter (run stage=train first)")
+    ship_dir = _path(cfg.ship_dir)
+    stats = None
+    try:
+        from .data import ResponseStore
+
+        stats = ResponseStore.open(_path(cfg.data.cache_dir)).stats()
+    except FileNotFoundError:
+        pass
+    tmp = ship_dir.with_name(f".{ship_dir.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(export, tmp)
+    write_model_card(tmp, run_dir / "log.jsonl", data_stats=stats)
+    if ship_dir.exists():
+        shutil.rmtree(ship_dir)
+    os.replace(tmp, ship_dir)
+    log.info("shipped %s -> %s", export, ship_dir)
+    return {"ship_dir": str(ship_dir)}
+
+
+def stage_eval(cfg):
+    """Held-out metrics of the drafter in ``ship_dir``, loaded exactly as the benchmark loads it."""
+    import torch
+
+    from .evaluate import evaluate_block_diffusion, evaluate_causal, heldout_examples
+
+    model, tokenizer, stops, device = _load_target(cfg)
+    ship_dir = _path(cfg.ship_dir)
+    examples = heldout_examples(_heldout_store(cfg), int(cfg.eval.examples))
+    settings = _eval_settings(cfg, stops)
+    if cfg.recipe.name == "dllm":
+        from ..drafters.blockdiff_model import load_block_diffusion_drafter
+
+        lm = load_block_diffusion_drafter(str(ship_dir), target_model=model, dtype=model.dtype, device=device, target_name=cfg.target.name)
+        metrics = evaluate_block_diffusion(lm, examples, settings)
+    else:
+        from ..drafters.shared_trunk import load_shared_trunk_lm
+
+        metrics = evaluate_causal(load_shared_trunk_lm(ship_dir, model, dtype=model.dtype, device=device), examples, settings)
+    metrics["dtype"] = str(model.dtype).replace("torch.", "")
+    print(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def run(cfg) -> dict:
+    import torch
+
+    if cfg.stage not in STAGES:
+        raise ValueError(f"stage={cfg.stage!r}; valid: {', '.join(STAGES)}")
+    torch.set_num_threads(int(cfg.threads))
+    if cfg.stage == "data":
+        return stage_data(cfg)
+    if cfg.stage == "train":
+        return stage_train(cfg)
+    if cfg.stage == "ship":
+        return stage_ship(cfg)
+    if cfg.stage == "eval":
+        return stage_eval(cfg)
+    target = _load_target(cfg)
+    out = {"data": stage_data(cfg, target)}
+    out["train"] = stage_train(cfg, target)
+    out["ship"] = stage_ship(cfg)
+    return out
+
+
+def main() -> None:
+    import hydra
+
+    from ..config import register_configs
+
+    register_configs()
+    # The training config lives in conf/train/; targets are shared with the benchmark (conf/target/).
+    sys.argv.insert(1, f"hydra.searchpath=[file://{CONF_DIR}]")
+
+    @hydra.main(version_base="1.3", config_path=str(CONF_DIR / "train"), config_name="config")
+    def app(cfg) -> None:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        try:
+            result = run(cfg)
+        except (ValueError, FileNotFoundError) as exc:
+            fail(str(exc))
+        log.info("done: %s", json.dumps(result, default=str)[:2000])
+
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""Model card (README.md) for a shipped drafter, written from its config.json and the training log."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+KIND_TITLES = {"block_diffusion": "block-diffusion drafter (FailFast / Fast-dLLM baseline)", "causal": "autoregressive drafter (AR baseline)"}
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def write_model_card(directory: Path, log_path: Optional[Path] = None, data_stats: Optional[dict] = None) -> Path:
+    directory = Path(directory)
+    config = json.loads((directory / "config.json").read_text())
+    meta = config.get("failfast_bench", {})
+    training = meta.get("training", {})
+    heldout = training.get("heldout", {})
+    recipe = training.get("recipe", "?")
+    target = meta.get("target", "?")
+    weights = directory / "model.safetensors"
+    size_mb = weights.stat().st_size / 1e6 if weights.exists() else float("nan")
+    hours = training.get("train_seconds", 0) / 3600
+    lines = [
+        f"# {target} {KIND_TITLES.get(meta.get('kind'), meta.get('kind', 'drafter'))}",
+        "",
+        f"Trained by `python -m failfast_bench.train recipe={recipe} target={target}` (see `make drafters`). "
+        f"Loaded by the benchmark with no extra setup (`drafter={'failfast|dllm' if recipe == 'dllm' else 'ar'}` default for target `{target}`).",
+        "",
+        "## What it is",
+        "",
+        f"- {config.get('num_hidden_layers')} decoder layers initialised from target layers {training.get('init_layers')}, "
+        f"plus the final norm{' and a learned mask embedding' if meta.get('kind') == 'block_diffusion' else ''}; "
+        f"hidden size {config.get('hidden_size')}, model type `{config.get('model_type')}`.",
+        "- Token embeddings and LM head are the target's (shared, frozen, not stored here): this file holds only what "
+        f"differs from the target, in bf16 ({size_mb:.1f} MB).",
+    ]
+    if meta.get("kind") == "block_diffusion":
+        lines.append(
+            f"- Block diffusion: block size {meta.get('block_size')}, mask id {meta.get('mask_token_id')} (past the target's vocabulary; "
+            "its embedding is `mask_embedding`), block-causal attention, token shift (row i-1 predicts position i)."
+        )
+    lines += [
+        "",
+        "## Data",
+        "",
+        "- Prompts: GSM8K **train** questions in the target's chat template under the paper's `math` template "
+        "(plus `code`/`chat` renderings when generated); GSM8K test, HumanEval and MT-Bench are never used "
+        "(overlaps are dropped, and a test checks it). Train lines with `line % 64 == 7` are held out.",
+        "- Targets: the target's own greedy responses (≤ 256 new tokens, bf16, batched) and its top-16 log-probabilities at "
+        "every response position (soft targets).",
+    ]
+    if data_stats:
+        lines.append(
+            f"- Response cache at shipping time: {data_stats.get('prompts')} prompts, {data_stats.get('response_tokens')} response tokens "
+            f"({data_stats.get('shards')} of {data_stats.get('of_shards')} planned shards; {data_stats.get('generation_seconds')} s of generation)."
+        )
+    lines += [
+        "",
+        "## Training",
+        "",
+        f"- Steps: {training.get('steps')} (batch {training.get('loop_config', {}).get('batch_size')}), examples seen "
+        f"{training.get('examples_seen')} (pool {training.get('pool_size')} examples), input tokens processed {training.get('input_tokens_seen')}, "
+        f"loss positions {training.get('loss_targets_seen')}.",
+        f"- Wall time: {training.get('train_seconds')} s ({hours:.2f} h) of training steps on the machine that trained it "
+        "(2 shared CPU cores, bf16 autocast), evaluation not included.",
+        f"- Recipe config: `{json.dumps(training.get('recipe_config'), sort_keys=True)}`",
+        f"- Loop config: `{json.dumps({k: v for k, v in (training.get('loop_config') or {}).items() if k != 'run_dir'}, sort_keys=True)}`",
+        "",
+        "## Held-out quality (agreement with the target)",
+        "",
+        f"Measured at step {heldout.get('step')} on {training.get('eval_config', {}).get('examples')} held-out GSM8K-train questions "
+        "(`math` template) against the target's bf16 greedy responses:",
+        "",
+        "| metric | value |",
+        "|---|---|",
+    ]
+    for key, value in heldout.items():
+        if key in ("step", "train_seconds", "eval_seconds", "position_accuracy"):
+            continue
+        lines.append(f"| {key} | {_fmt(value)} |")
+    if "position_accuracy" in heldout:
+        lines.append(f"| accuracy by offset from the frontier (one pass, all masked) | {heldout['position_accuracy']} |")
+    lines += [
+        "",
+        "Definitions: `top1` = the drafter's next-token guess equals the target's greedy token; "
+        "`one_pass_accepted` = leading correct positions above θ = 0.05 in one denoising pass; "
+        "`failfast_tokens_per_round` = tokens per verification round (incl. the bonus/correction token) of the real "
+        "FailFast drafter (θ = 0.05, τ = 0.45, N = 10, N_max = 60) simulated on held-out responses; "
+        "`ar_sf_K_tokens_per_round` = the same for a fixed-length AR draft of K tokens.",
+    ]
+    if log_path is not None and Path(log_path).exists():
+        evals = [json.loads(line) for line in Path(log_path).read_text().splitlines() if '"kind": "eval"' in line]
+        if evals:
+            keys = [k for k in ("top1", "one_pass_accepted", "failfast_tokens_per_round", "ar_sf_8_tokens_per_round") if k in evals[-1]]
+            lines += ["", "## Learning curve (held-out)", "", "| step | train s | " + " | ".join(keys) + " |", "|---" * (len(keys) + 2) + "|"]
+            for e in evals:
+                lines.append(f"| {e['step']} | {e.get('train_seconds')} | " + " | ".join(_fmt(e.get(k)) for k in keys) + " |")
+    lines.append("")
+    path = directory / "README.md"
+    path.write_text("\n".join(lines))
+    return path

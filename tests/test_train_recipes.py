@@ -1,0 +1,148 @@
+"""Drafter-training recipes on tiny random models: the packed training forward must compute exactly what
+the inference code computes, and a few optimisation steps must lower the loss."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from transformers import DynamicCache
+
+from failfast_bench.drafters.blockdiff_model import BlockDiffusionLM, load_block_diffusion_drafter
+from failfast_bench.drafters.shared_trunk import load_shared_trunk_lm
+from failfast_bench.train.ar_recipe import ArSettings, CausalTrainee, ar_loss, build_ar_batch
+from failfast_bench.train.data import Example
+from failfast_bench.train.dllm_recipe import BlockDiffusionTrainee, DllmSettings, build_dllm_batch, dllm_loss
+
+from tiny_models import VOCAB, tiny_model
+
+torch.set_num_threads(1)
+
+
+def _examples(n: int = 3, seed: int = 0, k: int = 4) -> list[Example]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        prompt = rng.integers(3, VOCAB, size=int(rng.integers(5, 40))).tolist()
+        response = rng.integers(3, VOCAB, size=int(rng.integers(20, 70))).tolist()
+        lp = np.log(rng.dirichlet(np.ones(k), size=len(response)).astype(np.float32) * 0.9)
+        ids = np.stack([rng.choice(VOCAB, size=k, replace=False) for _ in response])
+        out.append(Example(i, "math", prompt, response, ids, lp))
+    return out
+
+
+@pytest.fixture(scope="module")
+def target():
+    return tiny_model(layers=4, seed=1)
+
+
+def test_dllm_training_forward_matches_inference(target):
+    """Every loss row of the packed forward equals the BlockDiffusionLM pass FailFast would run."""
+    settings = DllmSettings(block_size=8, sub_block_size=4, noisy_copies=2, far_weight=0.5)
+    model = BlockDiffusionTrainee(target, [0, 2], mask_token_id=VOCAB).eval()
+    with torch.no_grad():
+        model.mask_embedding.normal_()  # something other than the mean embedding
+    examples = _examples()
+    batch = build_dllm_batch(examples, settings, random.Random(0), VOCAB)
+    with torch.no_grad():
+        hidden = model.hidden(batch)
+        train_logits = model.logits_at(hidden, batch.source_rows).float()
+    infer = BlockDiffusionLM(model.body, model.embed, model.head, block_size=8, mask_token_id=VOCAB, mask_embedding=model.mask_embedding.detach())
+    width = batch.input_ids.shape[1]
+    checked = 0
+    for r in range(batch.num_targets):
+        row_in_batch, row = divmod(int(batch.source_rows[r]), width)
+        ids = batch.input_ids[row_in_batch].tolist()
+        position = int(batch.position_ids[row_in_batch, row])
+        block_start = position // 8 * 8
+        infer.reset()
+        ex = examples[row_in_batch]
+        seq = ex.prompt_ids + ex.response_ids
+        if block_start:
+            infer.write_blocks(seq[:block_start])
+        if int(batch.offsets[r]) < 0:  # clean block end: the cache-update pass's logit
+            expected = infer.write_blocks(seq[block_start: block_start + 8])[0]
+        else:
+            block = ids[row - (position - block_start): row - (position - block_start) + 8]
+            expected = infer.denoise(block, [position - block_start + 1])[0]
+        assert torch.allclose(train_logits[r], expected, atol=1e-4), (r, position)
+        assert int(batch.labels[r]) == seq[position + 1]
+        checked += 1
+    assert checked > 20
+
+
+def test_dllm_noisy_blocks_look_like_failfast_passes(target):
+    settings = DllmSettings(block_size=8, sub_block_size=4, noisy_copies=1, aligned_fraction=1.0)
+    batch = build_dllm_batch(_examples(1), settings, random.Random(1), VOCAB)
+    ids = batch.input_ids[0].tolist()
+    # Aligned prefixes: every noisy block masks from a sub-block boundary (or position 1) to its end.
+    offsets = batch.offsets[batch.offsets >= 0]
+    assert int(offsets.max()) < 4 and int(offsets.min()) == 0
+    assert ids.count(VOCAB) > 0
+
+
+def test_ar_training_forward_matches_inference(target, tmp_path):
+    model = CausalTrainee(target, [1, 3]).eval()
+    examples = _examples(2)
+    batch = build_ar_batch(examples, ArSettings(), random.Random(0), pad_id=0)
+    with torch.no_grad():
+        logits = model.logits_at(model.hidden(batch), batch.source_rows).float()
+    model.export(tmp_path / "ar", "tiny")
+    loaded = load_shared_trunk_lm(tmp_path / "ar", target, dtype=torch.float32)
+    assert not any(p is target.model.embed_tokens.weight for p in loaded.parameters())
+    width = batch.input_ids.shape[1]
+    for r in range(0, batch.num_targets, 7):
+        b, row = divmod(int(batch.source_rows[r]), width)
+        seq = examples[b].prompt_ids + examples[b].response_ids
+        with torch.no_grad():
+            out = loaded(input_ids=torch.tensor([seq[: row + 1]]), past_key_values=DynamicCache(config=loaded.config), use_cache=True)
+        # bf16 export: compare argmax agreement and closeness loosely.
+        assert torch.allclose(out.logits[0, -1].float(), logits[r], atol=0.15)
+
+
+def test_dllm_export_roundtrip(target, tmp_path):
+    model = BlockDiffusionTrainee(target, [0, 1], mask_token_id=VOCAB)
+    model.export(tmp_path / "dllm", "tiny", block_size=8)
+    loaded = load_block_diffusion_drafter(str(tmp_path / "dllm"), target_model=target, dtype=torch.float32)
+    assert loaded.block_size == 8 and loaded.mask_token_id == VOCAB
+    assert torch.allclose(loaded.mask_embedding.float(), model.mask_embedding.detach().to(torch.bfloat16).float())
+    # Warm start (train.init_from): a fresh trainee picks the exported weights up again.
+    fresh = BlockDiffusionTrainee(target, [2, 3], mask_token_id=VOCAB)
+    fresh.load_exported(tmp_path / "dllm")
+    for (name, a), (_, b) in zip(model.body.state_dict().items(), fresh.body.state_dict().items()):
+        if "embed_tokens" not in name:
+            assert torch.allclose(a.to(torch.bfloat16).float(), b), name
+    assert torch.equal(fresh.mask_embedding.detach(), model.mask_embedding.detach().to(torch.bfloat16).float())
+
+
+@pytest.mark.parametrize("recipe", ["dllm", "ar"])
+def test_a_few_steps_lower_the_loss(target, recipe):
+    torch.manual_seed(0)
+    examples = _examples(4, seed=3)
+    if recipe == "dllm":
+        model, settings = BlockDiffusionTrainee(target, [0, 1], mask_token_id=VOCAB), DllmSettings(block_size=8, sub_block_size=4)
+        make = lambda rng: build_dllm_batch(examples, settings, rng, VOCAB)  # noqa: E731
+        step_loss = lambda batch: dllm_loss(model, batch, settings)  # noqa: E731
+    else:
+        model, settings = CausalTrainee(target, [0, 1]), ArSettings()
+        make = lambda rng: build_ar_batch(examples, settings, rng, 0)  # noqa: E731
+        step_loss = lambda batch: ar_loss(model, batch, settings)  # noqa: E731
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    fixed = make(random.Random(0))
+    first = float(step_loss(fixed)["loss"].detach())
+    for step in range(15):
+        out = step_loss(make(random.Random(step)))
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+    assert float(step_loss(fixed)["loss"].detach()) < first
+    assert target.model.embed_tokens.weight.grad is None
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
