@@ -114,6 +114,14 @@ def test_dllm_export_roundtrip(target, tmp_path):
         if "embed_tokens" not in name:
             assert torch.allclose(a.to(torch.bfloat16).float(), b), name
     assert torch.equal(fresh.mask_embedding.detach(), model.mask_embedding.detach().to(torch.bfloat16).float())
+    # ... and so does an AR drafter's trunk (the Fast-dLLM v2 path: adapt an AR model to block diffusion).
+    ar = CausalTrainee(target, [1, 2])
+    ar.export(tmp_path / "ar", "tiny")
+    adapted = BlockDiffusionTrainee(target, [0, 1], mask_token_id=VOCAB)
+    before = adapted.mask_embedding.detach().clone()
+    adapted.load_exported(tmp_path / "ar")
+    assert torch.allclose(adapted.body.layers[0].mlp.up_proj.weight, ar.body.layers[0].mlp.up_proj.weight.to(torch.bfloat16).float())
+    assert torch.equal(adapted.mask_embedding.detach(), before)
 
 
 @pytest.mark.parametrize("recipe", ["dllm", "ar"])

@@ -68,6 +68,16 @@ def write_model_card(directory: Path, log_path: Optional[Path] = None, data_stat
         f"loss positions {training.get('loss_targets_seen')}.",
         f"- Wall time: {training.get('train_seconds')} s ({hours:.2f} h) of training steps on the machine that trained it "
         "(2 shared CPU cores, bf16 autocast), evaluation not included.",
+    ]
+    warm = training.get("warm_start")
+    if warm:
+        source = f"the `{warm['recipe']}` recipe's drafter" if warm.get("recipe") else "an earlier export"
+        lines.append(
+            f"- Warm start: initialised from {source} ({warm.get('steps')} steps"
+            + (f", {warm.get('train_seconds')} s, {warm.get('examples_seen')} examples" if warm.get("recipe") else "")
+            + "), then trained as above; total cost = both."
+        )
+    lines += [
         f"- Recipe config: `{json.dumps(training.get('recipe_config'), sort_keys=True)}`",
         f"- Loop config: `{json.dumps({k: v for k, v in (training.get('loop_config') or {}).items() if k != 'run_dir'}, sort_keys=True)}`",
         "",

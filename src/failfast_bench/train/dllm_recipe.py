@@ -88,10 +88,11 @@ class BlockDiffusionTrainee(nn.Module):
         from .trunk import load_exported_trunk
 
         rest = load_exported_trunk(self.body, directory)
-        if MASK_EMBEDDING_KEY not in rest:
-            raise ValueError(f"{directory} has no {MASK_EMBEDDING_KEY}: not a block-diffusion drafter")
-        with torch.no_grad():
-            self.mask_embedding.copy_(rest[MASK_EMBEDDING_KEY].float().reshape(-1))
+        # A causal (AR) drafter is a valid start too - the Fast-dLLM v2 path, adapting an AR model to block
+        # diffusion; its mask embedding then keeps the mean-embedding initialisation.
+        if MASK_EMBEDDING_KEY in rest:
+            with torch.no_grad():
+                self.mask_embedding.copy_(rest[MASK_EMBEDDING_KEY].float().reshape(-1))
 
     def export(self, directory, target_name: str, block_size: int, extra_meta: Optional[dict] = None):
         from ..drafters.blockdiff_model import save_project_drafter

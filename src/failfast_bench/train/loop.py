@@ -174,7 +174,15 @@ class Trainer:
     def _warm_start(self, directory: Path) -> None:
         """No checkpoint: start from an exported drafter's weights and carry its training counters over."""
         config = json.loads((directory / "config.json").read_text())
-        previous = (config.get("failfast_bench") or {}).get("training") or {}
+        meta = config.get("failfast_bench") or {}
+        previous = meta.get("training") or {}
+        if previous.get("recipe") not in (None, self.recipe.name):
+            # Another recipe's drafter (e.g. the AR trunk under a block-diffusion run): its counters
+            # describe that training, recorded as such, not carried over.
+            self.recipe.model.load_exported(directory)
+            self.state["warm_start"] = {"from": str(directory), "recipe": previous.get("recipe"), "steps": previous.get("steps", 0), "train_seconds": previous.get("train_seconds", 0), "examples_seen": previous.get("examples_seen", 0)}
+            log.info("warm start from the %s drafter %s", previous.get("recipe"), directory)
+            return
         self.recipe.model.load_exported(directory)
         for key, source in (("examples_seen", "examples_seen"), ("input_tokens", "input_tokens_seen"), ("loss_targets", "loss_targets_seen"), ("train_seconds", "train_seconds")):
             self.state[key] = previous.get(source, 0) or 0
