@@ -94,7 +94,7 @@ def measure(cfg, context_len: int = 200, repeats: int = 7, families=FAMILIES) ->
             "date": time.strftime("%Y-%m-%d"),
             "dtype": str(dtype).replace("torch.", ""),
             "threads": torch.get_num_threads(),
-            "torch": torch.__version__,
+            "torch": str(torch.__version__),
             "context_tokens": context_len,
             "repeats": repeats,
             "device": str(device),
