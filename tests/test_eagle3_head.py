@@ -178,3 +178,20 @@ def test_tap_conventions():
     assert tap_layers(top, 32) == (1, 15, 28)  # vLLM speculators: input-of-layer ids
     with pytest.raises(ConfigError):
         tap_layers(nested, 12)
+
+
+def test_specforge_fc_norm_variant_loads(tmp_path, target):
+    path = write_tiny_eagle3(tmp_path / "n", target)
+    cfg = json.loads((path / "config.json").read_text())
+    cfg["fc_norm"] = True
+    (path / "config.json").write_text(json.dumps(cfg))
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(path / "model.safetensors"))
+    state.update({f"fc_norm.{i}.weight": torch.full((48,), 0.5) for i in range(3)})
+    save_file(state, str(path / "model.safetensors"))
+    head = load_head(str(path), target)
+    feats = torch.randn(1, 3, 3 * 48)
+    with torch.no_grad():
+        out = head.step(head.fuse(feats), torch.tensor([[5, 6, 7]]), torch.arange(3)[None], HeadKVCache())
+    assert out.shape == (1, 3, 48) and head.fc_norm is not None

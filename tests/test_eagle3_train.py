@@ -100,7 +100,8 @@ def _fake_store(tmp_path, target, n_prompts=48, name="responses", lines=None):
 def test_tiny_training_run_exports_resumes_and_drafts(tmp_path, target):
     store = _fake_store(tmp_path, target)
     settings = recipe.Eagle3Settings(draft_vocab_size=64, taps=list(TAPS), ttt_length=3, chain_k=3, lr=3e-3, warmup_steps=5,
-                                     max_steps=40, batch_size=8, eval_every=20, eval_examples=10, autocast_bf16=False)
+                                     max_steps=40, batch_size=8, eval_every=20, eval_examples=10, autocast_bf16=False,
+                                     reference_examples=0, own_repeats=1)
     out = tmp_path / "shipped"
     summary = recipe.train_eagle3(settings, target, store, tmp_path / "work", out, "tiny", stop_ids=[EOS], progress=False)
     first, last = summary["history"][0], summary["final_eval"]
@@ -129,7 +130,7 @@ def test_separate_heldout_store_is_used_for_evaluation(tmp_path, target):
     store = _fake_store(tmp_path, target, n_prompts=24)
     held = _fake_store(tmp_path, target, name="heldout", lines=[7, 15, 23, 31, 39, 47, 55, 63, 71])
     settings = recipe.Eagle3Settings(draft_vocab_size=64, taps=list(TAPS), ttt_length=2, chain_k=2, max_steps=3, batch_size=8,
-                                     eval_every=3, eval_examples=20, autocast_bf16=False)
+                                     eval_every=3, eval_examples=20, autocast_bf16=False, reference_examples=0)
     summary = recipe.train_eagle3(settings, target, store, tmp_path / "w", None, "tiny", progress=False, heldout_store_dir=held)
     assert summary["heldout_sequences"] == 9
 
@@ -168,5 +169,5 @@ def test_reference_solutions_become_extra_training_data(tmp_path, target):
     store = _fake_store(tmp_path, target, n_prompts=24)
     settings = recipe.Eagle3Settings(draft_vocab_size=64, taps=list(TAPS), ttt_length=2, chain_k=2, max_steps=2, batch_size=8,
                                      eval_every=2, eval_examples=4, autocast_bf16=False, reference_examples=12, own_repeats=2)
-    summary = recipe.train_eagle3(settings, target, store, work, None, "tiny", progress=False)
+    summary = recipe.train_eagle3(settings, target, store, work, None, "tiny", progress=False, tokenizer=CharTokenizer())
     assert summary["train_sequences"] == 2 * 21 + 12  # 24 own prompts minus 3 held out, repeated twice, + 12 solutions

@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 
@@ -63,6 +62,8 @@ class Eagle3Drafter(Drafter):
         self.device = head.lm_head.weight.device
         self.timer = ForwardTimer()
         self.cache = HeadKVCache()
+        self._prompt: list[int] = []
+        # Committed rows not yet run through the head: target features and, per row, the next token.
         self._queued_features: list[torch.Tensor] = []
         self._queued_ids: list[int] = []
         self._prefilled = False

@@ -209,6 +209,8 @@ def stage_ship(cfg):
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(export, tmp)
     write_model_card(tmp, run_dir / "log.jsonl", data_stats=stats)
+    for path in tmp.iterdir():
+        path.chmod(0o644)  # safetensors writes 0600; shipped files are package data
     if ship_dir.exists():
         shutil.rmtree(ship_dir)
     os.replace(tmp, ship_dir)

@@ -1,9 +1,12 @@
 """Training recipe for an EAGLE-3 head ("training-time test", EAGLE-3 paper §3 / SpecForge ``OnlineEagle3Model``).
 
-Data: the target's own greedy responses (:func:`failfast_bench.train.data.iter_examples`), with the target's
-top-k log-probabilities at every response position as soft labels. The head also needs the target's tap
-features at every position of prompt + response: they are computed once per response shard with a bf16
-target forward (stopped after the deepest tap) and cached as resumable ``.npy`` shards (:class:`FeatureCache`).
+Data: the target's own greedy responses (the data pipeline's response cache, :mod:`failfast_bench.train.data`),
+with the target's top-k log-probabilities at every response position as soft labels, repeated ``own_repeats``
+times per pass; plus GSM8K-train reference solutions teacher-forced through the target (features and top-k
+from one forward, no generation: :func:`build_reference_data`). The head also needs the target's tap features
+at every position of prompt + response: they are computed once per response shard with a bf16 target forward
+(stopped after the deepest tap) and cached as resumable ``.npy`` shards (:class:`FeatureCache`). Shards that
+arrive while training runs are taken in every ``reload_minutes``.
 
 Training-time test, as in SpecForge: row ``s`` (features of position ``s``, token ``s+1``) predicts token
 ``s+2`` at step 0. At step ``j`` the same row takes the head's own step ``j−1`` output instead of the
@@ -31,9 +34,9 @@ import math
 import os
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -59,17 +62,18 @@ class Eagle3Settings:
     min_lr_ratio: float = 0.1
     betas: tuple[float, float] = (0.9, 0.95)
     weight_decay: float = 0.0
-    warmup_steps: int = 100
-    max_steps: int = 20000
+    warmup_steps: int = 50
+    max_steps: int = 1200
     batch_size: int = 8
     grad_clip: float = 0.5
     max_seq_len: int = 512
     templates: Optional[list[str]] = None  # None = every template in the response cache
     feature_batch_size: int = 16
-    eval_every: int = 250
+    eval_every: int = 100
     eval_examples: int = 48
     chain_k: int = 5
     checkpoint_minutes: float = 10.0
+    reload_minutes: float = 20.0
     time_budget_minutes: Optional[float] = None
     autocast_bf16: bool = True
     threads: int = 1
@@ -77,12 +81,12 @@ class Eagle3Settings:
     # Extra data: GSM8K-train reference solutions, teacher-forced through the target (features + top-k from
     # one forward; no generation). They teach the feature→token map on more text; the target's own
     # responses stay the main signal and are repeated ``own_repeats`` times per pass.
-    reference_examples: int = 0
-    own_repeats: int = 1
+    reference_examples: int = 3000
+    own_repeats: int = 2
 
     def fingerprint(self) -> str:
         """Settings that change what is trained (resuming under other ones is refused; the data mixture may grow)."""
-        mutable = ("eval_every", "eval_examples", "checkpoint_minutes", "time_budget_minutes", "threads", "feature_batch_size",
+        mutable = ("eval_every", "eval_examples", "checkpoint_minutes", "reload_minutes", "time_budget_minutes", "threads", "feature_batch_size",
                    "max_steps", "reference_examples", "own_repeats")
         keep = {k: v for k, v in dataclasses.asdict(self).items() if k not in mutable}
         return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -622,22 +626,24 @@ def train_eagle3(
     stop_ids: Sequence[int] = (),
     progress: bool = True,
     heldout_store_dir: Optional[Path] = None,
+    tokenizer=None,
 ) -> dict:
     """Build missing features, then train (resuming from ``work_dir``), evaluate, and export to ``out_dir``.
 
     ``target`` is the loaded target model (features are computed in its dtype: load it in bf16 on CPU).
     Held-out metrics use ``heldout_store_dir`` (a cache of held-out lines only) when it exists, else the
-    held-out lines of ``store_dir``. Returns the summary written into the model card.
+    held-out lines of ``store_dir``. With ``settings.reference_examples`` > 0 and a ``tokenizer``, missing
+    reference-solution shards are built first (:func:`build_reference_data`). Returns the model card's summary.
     """
     before = torch.get_num_threads()
     torch.set_num_threads(max(1, settings.threads))
     try:
-        return _train(settings, target, Path(store_dir), work_dir, out_dir, target_name, stop_ids, progress, heldout_store_dir)
+        return _train(settings, target, Path(store_dir), work_dir, out_dir, target_name, stop_ids, progress, heldout_store_dir, tokenizer)
     finally:
         torch.set_num_threads(before)
 
 
-def _train(settings, target, store_dir, work_dir, out_dir, target_name, stop_ids, progress, heldout_store_dir=None) -> dict:
+def _train(settings, target, store_dir, work_dir, out_dir, target_name, stop_ids, progress, heldout_store_dir=None, tokenizer=None) -> dict:
     work_dir = Path(os.path.expanduser(str(work_dir)))
     work_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
@@ -648,6 +654,12 @@ def _train(settings, target, store_dir, work_dir, out_dir, target_name, stop_ids
     cache = FeatureCache(work_dir / "features", taps)
     feature_seconds = time.time()
     build_features(store_dir, cache, target, settings.feature_batch_size, budget, progress)
+    train_file = ResponseStore.open(store_dir).meta.get("train_file")
+    if settings.reference_examples > 0 and tokenizer is not None and train_file:
+        meta = ResponseStore.open(store_dir).meta
+        build_reference_data(target, tokenizer, Path(train_file), work_dir, taps, settings.reference_examples, stop_ids,
+                             int(meta.get("heldout_every", 64)), batch_size=settings.feature_batch_size, seed=settings.seed,
+                             time_budget_s=None if budget is None else max(0.0, budget - (time.time() - started)))
     feature_seconds = time.time() - feature_seconds
 
     if heldout_store_dir is not None and (Path(heldout_store_dir) / "meta.json").exists():
@@ -717,12 +729,20 @@ def _train(settings, target, store_dir, work_dir, out_dir, target_name, stop_ids
     window_stats: list = []
     stopped_by = "max_steps"
     plan = _batches(train, settings.batch_size, settings.seed, epoch)
+    last_reload = time.time()
     while step < settings.max_steps:
-        if cursor >= len(plan):
+        # Responses may still be arriving (the data job runs alongside): every reload_minutes, take new shards
+        # in by starting a new pass (the rest of the current pass is dropped: batches are random anyway).
+        reload_due = time.time() - last_reload > 60 * settings.reload_minutes
+        if cursor >= len(plan) or reload_due:
+            last_reload = time.time()
+            grew = build_features(store_dir, cache, target, settings.feature_batch_size, None, progress) > 0
+            fresh = train_corpus() if grew or settings.reference_examples else train
+            if cursor < len(plan) and len(fresh) == len(train):
+                continue  # nothing new: finish the current pass
             epoch, cursor = epoch + 1, 0
-            # Responses may still be arriving (the data job runs alongside): take new shards in per epoch.
-            if build_features(store_dir, cache, target, settings.feature_batch_size, None, progress) or settings.reference_examples:
-                train = train_corpus()
+            if fresh is not train:
+                train = fresh
                 held = held_corpus()
                 if len(eval_items) < settings.eval_examples and len(held) > len(eval_items):
                     eval_items = [held.item(i) for i in range(min(settings.eval_examples, len(held)))]
@@ -887,6 +907,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             parser.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None)
     parser.add_argument("--templates", default=None, help="comma list, e.g. math,code")
     parser.add_argument("--export-only", action="store_true", help="ship the current checkpoint to --out and exit")
+    parser.add_argument("--no-reference-build", action="store_true",
+                        help="use the reference solutions already built, do not build missing ones (another process does)")
     parser.add_argument("--build-reference", type=int, default=0, metavar="N",
                         help="teacher-force N GSM8K-train reference solutions into work_dir/reference and exit")
     args = parser.parse_args(argv)
@@ -907,7 +929,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         store_meta = ResponseStore.open(Path(os.path.expanduser(args.store))).meta
         taps = tuple(settings.taps) if settings.taps else default_tap_layers(target.config.num_hidden_layers)
         n = build_reference_data(target, tokenizer, Path(store_meta["train_file"]), Path(os.path.expanduser(args.work_dir)), taps,
-                                 args.build_reference, stop_ids, int(store_meta.get("heldout_every", 64)), batch_size=settings.feature_batch_size,
+                                 args.build_reference, stop_ids, int(store_meta.get("heldout_every", 64)), batch_size=settings.feature_batch_size, seed=settings.seed,
                                  time_budget_s=None if settings.time_budget_minutes is None else 60 * settings.time_budget_minutes)
         print(f"reference shards written: {n}")
         return
@@ -918,7 +940,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         print(json.dumps(summary["final_eval"], indent=2))
         return
     summary = train_eagle3(settings, target, Path(os.path.expanduser(args.store)), Path(args.work_dir), Path(args.out) if args.out else None,
-                           args.target_name, stop_ids, heldout_store_dir=Path(os.path.expanduser(args.heldout_store)))
+                           args.target_name, stop_ids, heldout_store_dir=Path(os.path.expanduser(args.heldout_store)),
+                           tokenizer=None if args.no_reference_build else tokenizer)
     print(json.dumps({k: v for k, v in summary.items() if k not in ("history", "settings", "data")}, indent=2, default=str))
 
 
