@@ -19,6 +19,10 @@ CASES = [
     (["drafter=vanilla", "dataset.num_questions=100000"], "num_questions=100000"),
     (["drafter=vanilla", "run.device=cuda"], "no CUDA device"),
     (["drafter=ar", "drafter.model=/nonexistent/dir"], "does not exist"),
+    # -m sweeps: every job is checked before the first one starts, and the bad one is named.
+    (["-m", "experiment=micro_tau", "drafter.tau=0.2,1.5"], "sweep job [drafter.tau=1.5]: drafter.tau=1.5 is outside [0, 1]"),
+    (["-m", "drafter=failfast,dllm", "drafter.spec_len=0"], "sweep job [drafter=failfast]: drafter.spec_len=0 must be >= 1"),
+    (["-m", "drafter=failfast,nope"], "sweep job [drafter=nope]: unknown drafter 'nope'; valid: ar,"),
 ]
 
 
@@ -69,3 +73,12 @@ def test_tokenizer_mismatch_is_refused(tmp_path):
     check_shared_tokenizer(a, padded, "padded")  # an added token is fine
     with pytest.raises(ConfigError, match="does not share the target's tokenizer"):
         check_shared_tokenizer(a, b, "other")
+
+
+def test_sweep_jobs_expand_presets_and_command_line_like_hydra():
+    from failfast_bench.cli import sweep_jobs
+
+    assert sweep_jobs(["experiment=micro_tau"]) == [["experiment=micro_tau", f"drafter.tau={t}"] for t in ("0.05", "0.25", "0.45", "0.65", "0.85")]
+    # A command-line sweep of the preset's key replaces the preset's values; other axes multiply.
+    jobs = sweep_jobs(["experiment=micro_tau", "drafter.tau=0.1,0.2", "run.seed=1,2"])
+    assert len(jobs) == 4 and ["experiment=micro_tau", "drafter.tau=0.1", "run.seed=2"] in jobs

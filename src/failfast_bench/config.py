@@ -117,6 +117,8 @@ class HardwareConfig:
     target_step_ms: Dict[str, float] = field(default_factory=dict)
     verify_ms: Dict[str, Dict[int, float]] = field(default_factory=dict)
     fallback_target: Optional[str] = None
+    # GPUs one run uses on this hardware (the Slurm launcher requests this many per job; 0 = CPU only).
+    gpus: int = 1
     measured: Dict[str, Any] = field(default_factory=dict)
 
 

@@ -1,6 +1,7 @@
 """Measure a hardware latency profile on this machine and write it as a ``conf/hardware`` YAML.
 
-    python -m failfast_bench.profile [target=smollm2-135m] [run.dtype=float32] [profile.name=cpu] ...
+    python -m failfast_bench.profile [target=smollm2-135m] [run.dtype=float32] [profile.name=cpu] \
+        [profile.drafters=ar,dllm,failfast,eagle3] ...
 
 Measures, with the run's dtype and threads: the target's decode step (one token on a warm KV cache), the
 target's verification time for k = 1 … 64 new tokens on a ``context``-token cache (median of ``repeats``),
@@ -51,8 +52,9 @@ def _drafter_pass_ms(cfg, family: str, target, tokenizer, stop_ids, device, dtyp
 
     sub = OmegaConf.merge(cfg, {"drafter": {"name": family}})
     drafter = build_drafter(sub, target, tokenizer, stop_ids, device, dtype)
-    generate(TargetVerifier(target), drafter, prompt, 16, stop_ids)  # warm-up
-    gen = generate(TargetVerifier(target), drafter, prompt, rounds * 8, stop_ids)
+    taps = getattr(drafter, "target_feature_layers", ())
+    generate(TargetVerifier(target, feature_layers=taps), drafter, prompt, 16, stop_ids)  # warm-up
+    gen = generate(TargetVerifier(target, feature_layers=taps), drafter, prompt, rounds * 8, stop_ids)
     passes = sum(r.drafter_passes for r in gen.rounds)
     seconds = sum(r.drafter_forward_seconds for r in gen.rounds)
     return 1000 * seconds / passes if passes else None
@@ -132,17 +134,23 @@ def write_profile(name: str, measured: dict, path: Path | None = None) -> Path:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     name = "cpu"
+    families = FAMILIES
     rest = []
     for a in argv:
         if a.startswith("profile.name="):
             name = a.split("=", 1)[1]
+        elif a.startswith("profile.drafters="):
+            families = tuple(f for f in a.split("=", 1)[1].split(",") if f)
+            unknown = sorted(set(families) - set(FAMILIES))
+            if unknown:
+                fail(f"unknown profile.drafters {unknown}; valid: {', '.join(FAMILIES)}")
         else:
             rest.append(a)
     problem = check_command_line(rest + ["drafter=vanilla"])
     if problem:
         fail(problem)
     cfg = compose(rest)
-    measured = measure(cfg)
+    measured = measure(cfg, families=families)
     path = write_profile(name, measured)
     print(yaml.safe_dump(measured, sort_keys=False))
     print(f"[profile] wrote {path}")
