@@ -98,3 +98,40 @@ def test_all_stages_then_load_like_the_benchmark(tiny_target_dir, tmp_path, reci
     # A rerun resumes (nothing left to do) instead of starting over.
     again = run(compose_train(overrides))
     assert again["train"]["step"] == 3 and again["train"]["examples_seen"] == out["train"]["examples_seen"]
+
+
+def test_eagle3_recipe_through_the_train_app_ships_an_int8_packed_head(tiny_target_dir, tmp_path):
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM
+
+    from failfast_bench.drafters.eagle3_head import load_head
+    from failfast_bench.drafters.weight_files import PACKING, PACKING_KEY
+    from failfast_bench.train.__main__ import run
+
+    ship = tmp_path / "ship"
+    overrides = [
+        "recipe=eagle3", "stage=all", "progress=false", "threads=1", "target_dtype=float32", f"target.model={tiny_target_dir}",
+        f"cache_root={tmp_path}", f"data.train_path={tiny_target_dir / 'train.jsonl'}", f"data.compact_dir={tmp_path / 'compact'}",
+        "data.templates=[math]", "data.shard_size=4", "data.batch_size=4", "data.max_new_tokens=24", "data.heldout_every=5",
+        "data.check_evaluation_overlap=false", "recipe.max_steps=3", "recipe.eval_every=2", "recipe.eval_examples=2",
+        "recipe.draft_vocab_size=64", "recipe.reference_examples=0", "recipe.batch_size=2", "recipe.warmup_steps=1", "recipe.taps=[0,1,2]",
+        f"ship_dir={ship}",
+    ]
+    out = run(compose_train(overrides))
+    assert out["train"]["steps"] == 3 and 0.0 <= out["train"]["final_eval"]["top1_agreement"] <= 1.0
+    assert {"README.md", "config.json", "model.safetensors"} <= {p.name for p in ship.iterdir()}
+    with safe_open(str(ship / "model.safetensors"), framework="pt") as handle:
+        assert handle.metadata()[PACKING_KEY] == PACKING
+    assert "int8" in (ship / "README.md").read_text()
+    target = AutoModelForCausalLM.from_pretrained(tiny_target_dir, dtype=torch.float32)
+    head = load_head(str(ship), target)
+    assert head.lm_head.weight.dtype.is_floating_point and head.lm_head.weight.shape[0] <= 64 + 2
+
+
+def test_unknown_eagle3_recipe_key_is_refused():
+    from failfast_bench.train.__main__ import _eagle3_settings
+
+    cfg = compose_train(["recipe=eagle3", "+recipe.bogus=1"])
+    with pytest.raises(ValueError, match="no key"):
+        _eagle3_settings(cfg)
+    assert _eagle3_settings(compose_train(["recipe=eagle3"])).ttt_length == 7

@@ -3,6 +3,9 @@
     python -m failfast_bench.profile [target=smollm2-135m] [run.dtype=float32] [profile.name=cpu] \
         [profile.drafters=ar,dllm,failfast,eagle3] ...
 
+With ``profile.drafters`` naming a subset, only those drafters' pass times are measured and merged; the
+profile's target timings are kept.
+
 Measures, with the run's dtype and threads: the target's decode step (one token on a warm KV cache), the
 target's verification time for k = 1 … 64 new tokens on a ``context``-token cache (median of ``repeats``),
 and the per-pass time of every drafter family that is available for the target (drafting real rounds of a
@@ -151,6 +154,18 @@ def main(argv: list[str] | None = None) -> int:
         fail(problem)
     cfg = compose(rest)
     measured = measure(cfg, families=families)
+    existing = CONF_DIR / "hardware" / f"{name}.yaml"
+    if families != FAMILIES and existing.exists():
+        # Adding drafters to a profile: keep its target timings (measured with every drafter, maybe on a quieter machine).
+        old = yaml.safe_load(existing.read_text()) or {}
+        key = cfg.target.latency_key
+        if key in (old.get("verify_ms") or {}):
+            measured["target_step_ms"] = {key: old["target_step_ms"][key]}
+            measured["verify_ms"] = {key: old["verify_ms"][key]}
+            before = dict((old.get("measured") or {}).get(key) or {})
+            skipped = {k: v for k, v in (before.get("drafters_skipped") or {}).items() if k not in families}
+            measured["measured"] = {**before, "drafters_skipped": {**skipped, **measured["measured"]["drafters_skipped"]},
+                                    f"drafters_added_{time.strftime('%Y-%m-%d')}": sorted(measured["drafter_pass_ms"])}
     path = write_profile(name, measured)
     print(yaml.safe_dump(measured, sort_keys=False))
     print(f"[profile] wrote {path}")

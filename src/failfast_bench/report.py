@@ -102,7 +102,9 @@ def best_configs(runs: pd.DataFrame, metric: str = "modeled_speedup") -> pd.Data
     if runs.empty:
         return runs
     family = "family" if "family" in runs.columns else "drafter"
-    ranked = runs.sort_values(metric, ascending=False, na_position="last")
+    # Ties (a replayed sweep point and its live rerun price alike) go to the run with a measured speedup.
+    live = runs["measured_speedup"].notna() if "measured_speedup" in runs.columns else pd.Series(False, index=runs.index)
+    ranked = runs.assign(_live=live).sort_values([metric, "_live"], ascending=[False, False], na_position="last").drop(columns="_live")
     return ranked.groupby(["profile", "target", "dataset", family], as_index=False, sort=True).head(1).sort_values(
         ["profile", "target", "dataset", metric], ascending=[True, True, True, False]
     )

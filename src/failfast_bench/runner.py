@@ -7,6 +7,7 @@ the final files are written atomically and ``COMPLETE`` is written last.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import random
@@ -32,8 +33,34 @@ def config_hash(cfg) -> str:
     container.pop("hardware", None)  # pricing only: re-priced by report without rerunning
     for key in _UNHASHED_RUN_KEYS:
         container.get("run", {}).pop(key, None)
+    weights = drafter_weights_id(cfg)
+    if weights is not None:
+        # A retrained drafter under the same config name is a different experiment: never "already complete".
+        container["drafter_weights"] = weights
     blob = json.dumps(container, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def drafter_weights_id(cfg) -> Optional[str]:
+    """SHA-256 of a local drafter's weight files (None for vanilla, the target itself, or a hub id)."""
+    try:
+        model = resolve_drafter_model(cfg)
+    except ConfigError:
+        return None
+    if model in (None, "target") or not Path(model).is_dir():
+        return None
+    files = sorted(p for p in Path(model).iterdir() if p.suffix in (".safetensors", ".bin", ".pt"))
+    return _files_sha256(tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files)) if files else None
+
+
+@functools.lru_cache(maxsize=64)
+def _files_sha256(files: tuple) -> str:
+    digest = hashlib.sha256()
+    for path, _, _ in files:
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
 
 
 def run_dir_for(cfg) -> Path:

@@ -261,19 +261,19 @@ def _local_dir(path_or_hub_id: str) -> Path:
 
 def _read_safetensors(directory: Path) -> dict[str, torch.Tensor]:
     """All tensors of a checkpoint directory: ``model.safetensors`` or the shards its index names."""
-    from safetensors.torch import load_file
+    from .weight_files import read_safetensors
 
     index = directory / "model.safetensors.index.json"
     if index.exists():
         shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
         state: dict[str, torch.Tensor] = {}
         for shard in shards:
-            state.update(load_file(str(directory / shard)))
+            state.update(read_safetensors(directory / shard))
         return state
     single = directory / "model.safetensors"
     if not single.exists():
         raise ConfigError(f"no model.safetensors (or model.safetensors.index.json) in {directory}")
-    return load_file(str(single))
+    return read_safetensors(single)
 
 
 def _freeze(module: nn.Module, dtype, device) -> nn.Module:

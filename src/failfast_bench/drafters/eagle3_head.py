@@ -336,18 +336,18 @@ def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
         path = directory / name
         if path.exists():
             if name.endswith(".safetensors"):
-                from safetensors.torch import load_file
+                from .weight_files import read_safetensors
 
-                return load_file(str(path))
+                return read_safetensors(path)
             return torch.load(str(path), map_location="cpu", weights_only=True)
     index = directory / "model.safetensors.index.json"
     if index.exists():
-        from safetensors.torch import load_file
+        from .weight_files import read_safetensors
 
         files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
         state: dict[str, torch.Tensor] = {}
         for f in files:
-            state.update(load_file(str(directory / f)))
+            state.update(read_safetensors(directory / f))
         return state
     raise ConfigError(f"EAGLE-3 head directory {directory} has no weights ({' or '.join(WEIGHT_FILES)})")
 

@@ -148,7 +148,7 @@ class SharedTrunkLM(nn.Module):
 
 def load_shared_trunk_lm(path, target_model, dtype=torch.float32, device="cpu") -> SharedTrunkLM:
     """Load a shared-trunk causal drafter next to ``target_model`` (frozen, eval mode)."""
-    from safetensors.torch import load_file
+    from .weight_files import read_safetensors
 
     path = Path(path)
     config_file, weights_file = path / "config.json", path / "model.safetensors"
@@ -168,7 +168,7 @@ def load_shared_trunk_lm(path, target_model, dtype=torch.float32, device="cpu") 
             f"it was trained for target {meta.get('target')!r}"
         )
     body = build_trunk(config)
-    state = {k[len(TRUNK_PREFIX):] if k.startswith(TRUNK_PREFIX) else k: v for k, v in load_file(str(weights_file)).items()}
+    state = {k[len(TRUNK_PREFIX):] if k.startswith(TRUNK_PREFIX) else k: v for k, v in read_safetensors(weights_file).items()}
     missing, unexpected = body.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith("embed_tokens") and "rotary_emb" not in k]
     if missing or unexpected:

@@ -1,4 +1,4 @@
-"""``python -m failfast_bench.train recipe=<dllm|ar> target=<name> [stage=data|train|ship|eval|all] [key=value ...]``
+"""``python -m failfast_bench.train recipe=<dllm|ar|eagle3> target=<name> [stage=data|train|ship|eval|all] [key=value ...]``
 
 Hydra app over ``conf/train/config.yaml`` (targets from the benchmark's ``conf/target/``). Every stage
 resumes where a killed run stopped. See :mod:`failfast_bench.train` for the recipes.
@@ -129,7 +129,7 @@ def build_recipe(cfg, model, tokenizer, stops):
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
         settings = ArSettings(distill_weight=float(r.distill_weight), max_len=int(r.max_len))
         return ArRecipe(model, cfg.target.name, layers, settings, eval_settings, pad), layers
-    raise ValueError(f"recipe={r.name!r}; valid: dllm, ar")
+    raise ValueError(f"recipe={r.name!r}; valid: dllm, ar, eagle3")
 
 
 def _loop_settings(cfg):
@@ -145,12 +145,43 @@ def _loop_settings(cfg):
     )
 
 
+def _eagle3_settings(cfg):
+    import dataclasses
+
+    from omegaconf import OmegaConf
+
+    from .eagle3 import Eagle3Settings
+
+    fields = {f.name for f in dataclasses.fields(Eagle3Settings)}
+    values = {k: v for k, v in OmegaConf.to_container(cfg.recipe, resolve=True).items() if k != "name"}
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        raise ValueError(f"recipe=eagle3 has no key(s) {unknown}; valid: {', '.join(sorted(fields))}")
+    if values.get("betas") is not None:
+        values["betas"] = tuple(values["betas"])
+    values.update(threads=int(cfg.threads), checkpoint_minutes=float(cfg.train.checkpoint_minutes),
+                  time_budget_minutes=cfg.train.time_budget_minutes, seed=int(cfg.train.seed))
+    return Eagle3Settings(**values)
+
+
+def stage_train_eagle3(cfg, target=None):
+    from .eagle3 import train_eagle3
+
+    model, tokenizer, stops, _ = target or _load_target(cfg)
+    run_dir = _path(cfg.train.run_dir)
+    summary = train_eagle3(_eagle3_settings(cfg), model, _path(cfg.data.cache_dir), run_dir, run_dir / "export", cfg.target.name, stops,
+                           progress=cfg.progress, heldout_store_dir=_path(cfg.data.heldout_cache_dir), tokenizer=tokenizer)
+    return {k: v for k, v in summary.items() if k not in ("history", "settings", "data")}
+
+
 def stage_train(cfg, target=None):
     from omegaconf import OmegaConf
 
     from .evaluate import heldout_examples
     from .loop import Trainer
 
+    if cfg.recipe.name == "eagle3":
+        return stage_train_eagle3(cfg, target)
     model, tokenizer, stops, _ = target or _load_target(cfg)
     recipe, layers = build_recipe(cfg, model, tokenizer, stops)
     store_dir = _path(cfg.data.cache_dir)
@@ -208,7 +239,14 @@ def stage_ship(cfg):
     tmp = ship_dir.with_name(f".{ship_dir.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(export, tmp)
-    write_model_card(tmp, run_dir / "log.jsonl", data_stats=stats)
+    if cfg.recipe.name != "eagle3":  # the EAGLE-3 export already holds its model card
+        write_model_card(tmp, run_dir / "log.jsonl", data_stats=stats)
+    if cfg.ship_int8:
+        from ..drafters.weight_files import pack_file
+
+        before, after = pack_file(tmp / "model.safetensors")
+        log.info("int8-packed the shipped weights: %.1f MB -> %.1f MB", before / 1e6, after / 1e6)
+        _note_packing(tmp / "README.md", before, after)
     for path in tmp.iterdir():
         path.chmod(0o644)  # safetensors writes 0600; shipped files are package data
     if ship_dir.exists():
@@ -218,12 +256,22 @@ def stage_ship(cfg):
     return {"ship_dir": str(ship_dir)}
 
 
+def _note_packing(card: Path, before: int, after: int) -> None:
+    if card.exists():
+        card.write_text(card.read_text().rstrip("\n") + (
+            f"\n\n## Storage\nLarge matrices are stored int8 with one absmax scale per row "
+            f"(`failfast_bench.drafters.weight_files`): {before / 1e6:.1f} MB in bf16 -> {after / 1e6:.1f} MB shipped; "
+            f"they are restored to float at load.\n"))
+
+
 def stage_eval(cfg):
     """Held-out metrics of the drafter in ``ship_dir``, loaded exactly as the benchmark loads it."""
     import torch
 
     from .evaluate import evaluate_block_diffusion, evaluate_causal, heldout_examples
 
+    if cfg.recipe.name == "eagle3":
+        raise ValueError("stage=eval covers recipe=dllm|ar; an EAGLE-3 head's held-out metrics are in its model card (stage=train)")
     model, tokenizer, stops, device = _load_target(cfg)
     ship_dir = _path(cfg.ship_dir)
     examples = heldout_examples(_heldout_store(cfg), int(cfg.eval.examples))

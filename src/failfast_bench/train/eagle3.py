@@ -899,7 +899,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--store", default="~/.cache/failfast-bench/train_data/smollm2-135m/responses")
     parser.add_argument("--heldout-store", default="~/.cache/failfast-bench/train_data/smollm2-135m/heldout",
                         help="cache of held-out lines only (used for evaluation when it exists)")
-    parser.add_argument("--work-dir", default="~/.cache/failfast-bench/train_work/smollm2-135m/eagle3")
+    parser.add_argument("--work-dir", default="~/.cache/failfast-bench/train_runs/smollm2-135m/eagle3")
     parser.add_argument("--out", default=None, help="shipped head directory (default: none)")
     for f in dataclasses.fields(Eagle3Settings):
         if f.type in ("int", "float", "bool", "Optional[float]", "str"):

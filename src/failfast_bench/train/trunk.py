@@ -74,9 +74,9 @@ def load_exported_trunk(body: nn.Module, directory) -> dict[str, torch.Tensor]:
     """
     from pathlib import Path
 
-    from safetensors.torch import load_file
+    from ..drafters.weight_files import read_safetensors
 
-    state = load_file(str(Path(directory) / "model.safetensors"))
+    state = read_safetensors(Path(directory) / "model.safetensors")
     trunk = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
     missing, unexpected = body.load_state_dict({k: v.float() for k, v in trunk.items()}, strict=False)
     missing = [k for k in missing if not k.startswith("embed_tokens") and "rotary_emb" not in k]

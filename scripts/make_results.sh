@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# `make results`: rerun every experiment behind the committed reference results in results/runs/
+# (embedded default SmolLM2-135M-Instruct, CPU, fp32, 1 torch thread per run, 10 questions x 256 new tokens).
+#
+#   bash scripts/make_results.sh            # everything (resumes: finished configs are skipped by config hash)
+#   bash scripts/make_results.sh base       # only the runs that need no dLLM drafter
+#   bash scripts/make_results.sh dllm       # only the FailFast / fixed-length dLLM runs and sweeps
+#   LANES=1 bash scripts/make_results.sh    # one run at a time (default: 2 at once, one per core)
+#
+# What runs (see results/README.md for what each figure uses):
+#   live, with vanilla decoding of every question in the same process (measured speedup):
+#     GSM8K: vanilla, FailFast, best fixed-length dLLM, best AR (fixed), AR dynamic, EAGLE-3 chain and tree
+#     HumanEval, MT-Bench: vanilla, FailFast, EAGLE-3 chain
+#   trace replay (modeled speedups exact, no measured speedup), GSM8K: the AR and dLLM spec_len sweeps,
+#     the tau and N_max microbenchmarks, the theta concavity sweep; HumanEval/MT-Bench: best AR and dLLM.
+# A run's directory name holds a hash of its config and of the drafter's weights, so retrained drafters
+# rerun instead of being skipped. Wall time on this 2-core CPU: see results/README.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+LANES=${LANES:-2}
+PART=${1:-all}
+OUT=${OUT:-results/runs}
+export FAILFAST_BENCH_DATA=${FAILFAST_BENCH_DATA:-$(cd .. && pwd)/shared/data}
+export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false WANDB_MODE=disabled
+COMMON="run.output_dir=$OUT run.threads=1 run.progress=false run.max_new_tokens=256 dataset.num_questions=10"
+
+run_jobs() {  # one Hydra job per input line, LANES at a time; a failed job fails the script at the end
+  grep -v '^\s*$' | xargs -P "$LANES" -I{} sh -c "$PY -m failfast_bench $COMMON {} || exit 255"
+}
+
+best() {  # best <dataset> <family> <param>: the param value of the family's best replayed config (a6000_paper)
+  $PY - "$OUT" "$1" "$2" "$3" <<'EOF'
+import sys
+from pathlib import Path
+from failfast_bench.latency import load_profile
+from failfast_bench.report import best_configs, collect
+out, dataset, family, param = sys.argv[1:]
+runs, _ = collect([Path(out)], [load_profile("a6000_paper")])
+rows = best_configs(runs[(runs.dataset == dataset) & (runs.family == family) & (runs.replay == True)])
+print(int(rows.iloc[0][param]))
+EOF
+}
+
+base() {
+  run_jobs <<EOF
+dataset=gsm8k drafter=vanilla
+dataset=humaneval drafter=vanilla
+dataset=mt_bench drafter=vanilla
+dataset=gsm8k drafter=eagle3
+dataset=gsm8k drafter=eagle3 drafter.tree=true
+dataset=gsm8k drafter=ar_dynamic
+EOF
+  run_jobs <<EOF
+dataset=gsm8k drafter=ar run.replay=true drafter.spec_len=2,4,6,8 -m
+dataset=humaneval drafter=eagle3
+dataset=mt_bench drafter=eagle3
+EOF
+  local ar_len
+  ar_len=$(best gsm8k ar spec_len)
+  run_jobs <<EOF
+dataset=gsm8k drafter=ar drafter.spec_len=$ar_len
+dataset=humaneval drafter=ar drafter.spec_len=$ar_len run.replay=true
+dataset=mt_bench drafter=ar drafter.spec_len=$ar_len run.replay=true
+EOF
+}
+
+dllm() {
+  run_jobs <<EOF
+dataset=gsm8k drafter=failfast
+dataset=gsm8k drafter=dllm run.replay=true drafter.spec_len=4,8,12,16 -m
+EOF
+  local dllm_len
+  dllm_len=$(best gsm8k dllm spec_len)
+  run_jobs <<EOF
+dataset=gsm8k drafter=dllm drafter.spec_len=$dllm_len
+dataset=humaneval drafter=failfast
+dataset=mt_bench drafter=failfast
+dataset=gsm8k experiment=micro_tau drafter.tau=0.05,0.25,0.45,0.65 -m
+dataset=gsm8k experiment=micro_nmax drafter.n_max=10,30,50,70 -m
+dataset=gsm8k experiment=concavity drafter.theta=0.05,0.5,0.9 -m
+dataset=humaneval drafter=dllm drafter.spec_len=$dllm_len run.replay=true
+dataset=mt_bench drafter=dllm drafter.spec_len=$dllm_len run.replay=true
+EOF
+}
+
+start=$(date +%s)
+case "$PART" in
+  base) base ;;
+  dllm) dllm ;;
+  all) base; dllm ;;
+  *) echo "usage: $0 [all|base|dllm]" >&2; exit 2 ;;
+esac
+echo "[make_results] $PART finished in $(( ($(date +%s) - start) / 60 )) min; figures: make figures"
