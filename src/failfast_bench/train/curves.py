@@ -1,0 +1,71 @@
+"""Training curves of the drafter runs as one table (figure F9's input).
+
+    python -m failfast_bench.train.curves [--target smollm2-135m] [--out results/training/curves.csv]
+
+Rows: ``label, step, accuracy, loss, kind``. For the dLLM and AR recipes, ``kind=train`` rows are the logged
+training accuracy (the drafter's guess equals the target's token, on the training batch) and loss; for the
+EAGLE-3 head, ``kind=heldout`` rows are its periodic held-out top-1 agreement and step-0 loss (its training
+log is not kept per step).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+
+RECIPES = ("dllm", "ar", "eagle3")
+
+
+def _jsonl_curve(path: Path, label: str) -> list[dict]:
+    rows = []
+    for line in path.read_text().splitlines():
+        rec = json.loads(line)
+        if rec.get("kind") == "train" and "accuracy" in rec:
+            rows.append({"label": label, "step": rec["step"], "accuracy": rec["accuracy"], "loss": rec.get("loss"), "kind": "train"})
+    return rows
+
+
+def _eagle3_curve(run_dir: Path, label: str) -> list[dict]:
+    summary = run_dir / "export" / "train_summary.json"
+    if not summary.exists():
+        return []
+    history = json.loads(summary.read_text()).get("history") or []
+    return [{"label": label, "step": h["step"], "accuracy": h["top1_agreement"], "loss": h.get("step0_loss"), "kind": "heldout"}
+            for h in history]
+
+
+def collect_curves(runs_root: Path) -> pd.DataFrame:
+    rows: list[dict] = []
+    for recipe in RECIPES:
+        run_dir = runs_root / recipe
+        if recipe == "eagle3":
+            rows += _eagle3_curve(run_dir, "EAGLE-3 head (held-out top-1)")
+        elif (run_dir / "log.jsonl").exists():
+            rows += _jsonl_curve(run_dir / "log.jsonl", f"{recipe} drafter (training accuracy)")
+    return pd.DataFrame(rows, columns=["label", "step", "accuracy", "loss", "kind"])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--target", default="smollm2-135m")
+    parser.add_argument("--cache-root", default=os.environ.get("FAILFAST_BENCH_CACHE", "~/.cache/failfast-bench"))
+    parser.add_argument("--out", default="results/training/curves.csv")
+    args = parser.parse_args(argv)
+    root = Path(os.path.expanduser(args.cache_root)) / "train_runs" / args.target
+    frame = collect_curves(root)
+    if frame.empty:
+        parser.error(f"no training logs under {root} (train with `make drafters`)")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    frame.to_csv(tmp, index=False)
+    os.replace(tmp, out)
+    print(f"{out}: {len(frame)} rows ({', '.join(frame.label.unique())})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
