@@ -60,6 +60,14 @@ def test_a6000_profile_holds_paper_constants():
     assert p.verify_cost_ms("qwen2.5-7b", 70) == 13.5  # paper: any verification = one decode step
 
 
+def test_measured_cpu_profile_prices_every_drafter_family():
+    p = load_profile("cpu")
+    assert p.pass_ms("vanilla") == 0.0
+    for family in ("ar", "dllm", "failfast", "eagle3"):
+        assert p.pass_ms(family) > 0
+    assert p.step_ms("smollm2-135m") > 0 and p.verify_cost_ms("smollm2-135m", 16) > 0
+
+
 def test_verify_curve_interpolates_and_extrapolates():
     p = HardwareProfile("x", {"default": 1.0}, {"t": 10.0}, {"t": {1: 10.0, 8: 17.0, 16: 21.0}})
     assert p.verify_cost_ms("t", 1) == 10.0

@@ -53,6 +53,8 @@ class HardwareProfile:
         return self.target_step_ms[self.target_key(target)]
 
     def pass_ms(self, drafter: str) -> float:
+        if drafter == "vanilla":
+            return 0.0  # no drafter: every profile prices vanilla (it makes no drafter passes)
         for key in (drafter, "default"):
             if key in self.drafter_pass_ms:
                 return self.drafter_pass_ms[key]
