@@ -3,8 +3,9 @@
 # (embedded default SmolLM2-135M-Instruct, CPU, fp32, 1 torch thread per run, 10 questions x 256 new tokens).
 #
 #   bash scripts/make_results.sh            # everything (resumes: finished configs are skipped by config hash)
-#   bash scripts/make_results.sh base       # only the runs that need no dLLM drafter
-#   bash scripts/make_results.sh dllm       # only the FailFast / fixed-length dLLM runs and sweeps
+#   bash scripts/make_results.sh base       # vanilla and the AR drafter runs
+#   bash scripts/make_results.sh eagle3     # the EAGLE-3 runs (chain and tree)
+#   bash scripts/make_results.sh dllm       # the FailFast / fixed-length dLLM runs and sweeps
 #   LANES=1 bash scripts/make_results.sh    # one run at a time (default: 2 at once, one per core)
 #
 # What runs (see results/README.md for what each figure uses):
@@ -47,14 +48,8 @@ base() {
 dataset=gsm8k drafter=vanilla
 dataset=humaneval drafter=vanilla
 dataset=mt_bench drafter=vanilla
-dataset=gsm8k drafter=eagle3
-dataset=gsm8k drafter=eagle3 drafter.tree=true
-dataset=gsm8k drafter=ar_dynamic
-EOF
-  run_jobs <<EOF
 dataset=gsm8k drafter=ar run.replay=true drafter.spec_len=2,4,6,8 -m
-dataset=humaneval drafter=eagle3
-dataset=mt_bench drafter=eagle3
+dataset=gsm8k drafter=ar_dynamic
 EOF
   local ar_len
   ar_len=$(best gsm8k ar spec_len)
@@ -62,6 +57,15 @@ EOF
 dataset=gsm8k drafter=ar drafter.spec_len=$ar_len
 dataset=humaneval drafter=ar drafter.spec_len=$ar_len run.replay=true
 dataset=mt_bench drafter=ar drafter.spec_len=$ar_len run.replay=true
+EOF
+}
+
+eagle3() {
+  run_jobs <<EOF
+dataset=gsm8k drafter=eagle3
+dataset=gsm8k drafter=eagle3 drafter.tree=true
+dataset=humaneval drafter=eagle3
+dataset=mt_bench drafter=eagle3
 EOF
 }
 
@@ -87,8 +91,9 @@ EOF
 start=$(date +%s)
 case "$PART" in
   base) base ;;
+  eagle3) eagle3 ;;
   dllm) dllm ;;
-  all) base; dllm ;;
-  *) echo "usage: $0 [all|base|dllm]" >&2; exit 2 ;;
+  all) base; eagle3; dllm ;;
+  *) echo "usage: $0 [all|base|eagle3|dllm]" >&2; exit 2 ;;
 esac
 echo "[make_results] $PART finished in $(( ($(date +%s) - start) / 60 )) min; figures: make figures"

@@ -44,7 +44,8 @@ def collect_curves(runs_root: Path) -> pd.DataFrame:
         if recipe == "eagle3":
             rows += _eagle3_curve(run_dir, "EAGLE-3 head (held-out top-1)")
         elif (run_dir / "log.jsonl").exists():
-            rows += _jsonl_curve(run_dir / "log.jsonl", f"{recipe} drafter (training accuracy)")
+            label = "dLLM drafter (training accuracy, masked positions)" if recipe == "dllm" else "AR drafter (training accuracy)"
+            rows += _jsonl_curve(run_dir / "log.jsonl", label)
     return pd.DataFrame(rows, columns=["label", "step", "accuracy", "loss", "kind"])
 
 

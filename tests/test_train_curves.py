@@ -1,0 +1,29 @@
+"""The F9 input table is built from the recipes' training logs and the EAGLE-3 evaluation history."""
+from __future__ import annotations
+
+import json
+
+from failfast_bench.train.curves import collect_curves, main
+
+
+def test_curves_from_training_logs(tmp_path):
+    (tmp_path / "dllm").mkdir()
+    (tmp_path / "dllm" / "log.jsonl").write_text("\n".join(json.dumps(r) for r in [
+        {"kind": "eval", "step": 0, "top1": 0.5},
+        {"kind": "train", "step": 10, "accuracy": 0.2, "loss": 4.0},
+        {"kind": "train", "step": 20, "accuracy": 0.3, "loss": 3.5},
+    ]))
+    (tmp_path / "eagle3" / "export").mkdir(parents=True)
+    (tmp_path / "eagle3" / "export" / "train_summary.json").write_text(json.dumps(
+        {"history": [{"step": 100, "top1_agreement": 0.6, "step0_loss": 2.0}]}))
+    frame = collect_curves(tmp_path)
+    assert list(frame.step) == [10, 20, 100] and set(frame.kind) == {"train", "heldout"}
+
+
+def test_curves_cli_writes_csv(tmp_path):
+    root = tmp_path / "train_runs" / "t"
+    (root / "ar").mkdir(parents=True)
+    (root / "ar" / "log.jsonl").write_text(json.dumps({"kind": "train", "step": 5, "accuracy": 0.4, "loss": 3.0}))
+    out = tmp_path / "curves.csv"
+    assert main(["--cache-root", str(tmp_path), "--target", "t", "--out", str(out)]) == 0
+    assert out.read_text().splitlines()[1].startswith("AR drafter")
