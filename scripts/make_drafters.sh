@@ -4,14 +4,19 @@
 #
 #   1. data   the target's greedy responses to GSM8K-train prompts (math, code and chat templates), cached
 #             under ~/.cache/failfast-bench/train_data (never the evaluation questions; a test checks it)
-#   2. dllm   block-diffusion drafter (FailFast and the fixed-length dLLM baseline), 4 layers
-#   3. ar     small autoregressive drafter (AR baseline), 2 layers
+#   2. ar     small autoregressive drafter (AR baseline), 2 layers
+#   3. dllm   block-diffusion drafter (FailFast and the fixed-length dLLM baseline), 2 layers, from the AR trunk
 #   4. eagle3 EAGLE-3 head (training-time test), target features cached once
 #   5. ship   copy each export + model card into src/failfast_bench/shipped/smollm2-135m/<kind> (int8-packed)
 #
-# Wall time on 2 CPU cores (see each model card for what the shipped drafters actually got): data ~3 h for
-# all 22k prompts (stop earlier with data.time_budget_minutes; training reloads new shards as they arrive),
-# dllm ~5 s/step, ar ~3 s/step, eagle3 ~4 s/step at 1 thread with bf16 autocast. Override any key, e.g.
+# Measured wall time on the 2-core CPU (1 torch thread per job, bf16 autocast; the model cards hold each
+# shipped drafter's exact steps and seconds):
+#   data    the shipped drafters saw 13 shards (832 prompts, 182k response tokens); batched bf16 generation
+#           runs at ~180 tokens/s on a quiet machine (drafter-design-notes), so all 22,419 prompts (~5M
+#           tokens) take ~8 h; cap it with data.time_budget_minutes (training takes new shards as they land)
+#   dllm    2-layer trunk: 2.4-3.3 s/step (batch 4); ar: 2-layer trunk, ~5.8 s/step measured under load
+#   eagle3  ~3.7 s/step (batch 8, unroll 7) once the target's tap features are cached (~1 min per shard)
+# Override any key, e.g.
 #   bash scripts/make_drafters.sh train.steps=4000 threads=2
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +26,13 @@ TARGET=${TARGET:-smollm2-135m}
 
 $PY -m failfast_bench.assets fetch "$TARGET"
 $PY -m failfast_bench.train recipe=dllm target="$TARGET" stage=data "$@"
-for recipe in dllm ar eagle3; do
-  $PY -m failfast_bench.train recipe=$recipe target="$TARGET" stage=train "$@"
-  $PY -m failfast_bench.train recipe=$recipe target="$TARGET" stage=ship "$@"
-done
+CACHE=${FAILFAST_BENCH_CACHE:-$HOME/.cache/failfast-bench}
+# The AR drafter first: the dLLM drafter starts from its trunk (a warm start that the shipped one also had).
+$PY -m failfast_bench.train recipe=ar target="$TARGET" stage=train "$@"
+$PY -m failfast_bench.train recipe=ar target="$TARGET" stage=ship "$@"
+init=()
+[ -f "$CACHE/train_runs/$TARGET/dllm/checkpoint.pt" ] || init=("train.init_from=$CACHE/train_runs/$TARGET/ar/export")
+$PY -m failfast_bench.train recipe=dllm target="$TARGET" stage=train "${init[@]}" "$@"
+$PY -m failfast_bench.train recipe=dllm target="$TARGET" stage=ship "$@"
+$PY -m failfast_bench.train recipe=eagle3 target="$TARGET" stage=train "$@"
+$PY -m failfast_bench.train recipe=eagle3 target="$TARGET" stage=ship "$@"
