@@ -17,7 +17,7 @@ def test_reference_results_notebook_executes():
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
-    assert any(o.get("output_type") == "display_data" and "image/png" in o.get("data", {}) for o in outputs)
+    assert any(o.get("output_type") in ("display_data", "execute_result") and "image/png" in o.get("data", {}) for o in outputs)
 
 
 def test_committed_results_rebuild_every_figure_and_table(tmp_path):
