@@ -11,6 +11,7 @@ drafter's distribution) can replace :class:`GreedyAcceptance` without touching t
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Optional, Sequence
@@ -42,10 +43,22 @@ class ForwardTimer:
 
     seconds: float = 0.0
     calls: int = 0
+    last: float = 0.0  # seconds of the most recent measured block
 
     def reset(self) -> None:
         self.seconds = 0.0
         self.calls = 0
+
+    @contextlib.contextmanager
+    def measure(self, device: torch.device, count: bool = True):
+        """Time the block as forward work (device-synchronised); ``count`` adds one forward pass."""
+        synchronize(device)
+        t0 = time.perf_counter()
+        yield
+        synchronize(device)
+        self.last = time.perf_counter() - t0
+        self.seconds += self.last
+        self.calls += int(count)
 
 
 def synchronize(device: torch.device) -> None:
@@ -79,21 +92,16 @@ class TargetVerifier:
     @torch.inference_mode()
     def _forward(self, ids: list[int], attention_mask=None, position_ids=None):
         want_hidden = bool(self.feature_layers)
-        synchronize(self.device)
-        t0 = time.perf_counter()
-        out = self.model(
-            input_ids=torch.tensor([ids], device=self.device),
-            past_key_values=self.cache,
-            use_cache=True,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            output_hidden_states=want_hidden,
-        )
-        synchronize(self.device)
-        elapsed = time.perf_counter() - t0
-        self.timer.seconds += elapsed
-        self.timer.calls += 1
-        return out, elapsed
+        with self.timer.measure(self.device):
+            out = self.model(
+                input_ids=torch.tensor([ids], device=self.device),
+                past_key_values=self.cache,
+                use_cache=True,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                output_hidden_states=want_hidden,
+            )
+        return out, self.timer.last
 
     def _features(self, out, rows: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
         if not self.feature_layers:

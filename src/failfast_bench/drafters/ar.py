@@ -7,13 +7,12 @@ any logits processors from a checkpoint's generation config.
 """
 from __future__ import annotations
 
-import time
 from typing import Optional
 
 import torch
 from transformers import DynamicCache
 
-from ..verify import ForwardTimer, crop_cache, synchronize
+from ..verify import ForwardTimer, crop_cache
 from .base import STOP_CAP, STOP_FIXED, STOP_LOW_CONFIDENCE, STOP_TOKEN, Draft, Drafter, Verdict
 
 
@@ -65,12 +64,8 @@ class ARDrafter(Drafter):
 
     @torch.inference_mode()
     def _step(self, ids: list[int]) -> torch.Tensor:
-        synchronize(self.device)
-        t0 = time.perf_counter()
-        out = self.model(input_ids=torch.tensor([ids], device=self.device), past_key_values=self.cache, use_cache=True)
-        synchronize(self.device)
-        self.timer.seconds += time.perf_counter() - t0
-        self.timer.calls += 1
+        with self.timer.measure(self.device):
+            out = self.model(input_ids=torch.tensor([ids], device=self.device), past_key_values=self.cache, use_cache=True)
         self.cached.extend(ids)
         return out.logits[0, -1].float()
 

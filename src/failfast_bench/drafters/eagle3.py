@@ -18,12 +18,11 @@ so ranking by (score, depth) keeps every chosen node's ancestors.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 
 import torch
 
-from ..verify import ForwardTimer, synchronize
+from ..verify import ForwardTimer
 from .base import STOP_EMPTY, STOP_FIXED, STOP_TOKEN, STOP_TREE, Draft, Drafter, Verdict
 from .eagle3_head import Eagle3Head, HeadKVCache, load_head, tap_layers
 
@@ -119,20 +118,16 @@ class Eagle3Drafter(Drafter):
 
     @torch.inference_mode()
     def _run(self, hidden, ids: list[int], positions: list[int], allowed=None, fuse: bool = False) -> torch.Tensor:
-        synchronize(self.device)
-        t0 = time.perf_counter()
-        if fuse:
-            hidden = self.head.fuse(hidden)
-        out = self.head.step(
-            hidden,
-            torch.tensor([ids], device=self.device),
-            torch.tensor([positions], device=self.device),
-            self.cache,
-            allowed,
-        )
-        synchronize(self.device)
-        self.timer.seconds += time.perf_counter() - t0
-        self.timer.calls += 1
+        with self.timer.measure(self.device):
+            if fuse:
+                hidden = self.head.fuse(hidden)
+            out = self.head.step(
+                hidden,
+                torch.tensor([ids], device=self.device),
+                torch.tensor([positions], device=self.device),
+                self.cache,
+                allowed,
+            )
         return out[0]
 
     @torch.inference_mode()
@@ -147,13 +142,9 @@ class Eagle3Drafter(Drafter):
 
     @torch.inference_mode()
     def _log_probs(self, hidden: torch.Tensor) -> torch.Tensor:
-        # The LM head is part of the drafter's forward work: timed with the head passes (harness overhead excludes it).
-        synchronize(self.device)
-        t0 = time.perf_counter()
-        out = torch.log_softmax(self.head.logits(hidden).float(), dim=-1)
-        synchronize(self.device)
-        self.timer.seconds += time.perf_counter() - t0
-        return out
+        # The LM head is part of the drafter's forward work (not harness overhead), but not a pass of its own.
+        with self.timer.measure(self.device, count=False):
+            return torch.log_softmax(self.head.logits(hidden).float(), dim=-1)
 
     # -- chain ---------------------------------------------------------------------------------------
     def _chain(self, hidden: torch.Tensor, committed_rows: int, first_kind: str) -> Draft:

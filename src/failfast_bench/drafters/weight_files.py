@@ -48,27 +48,28 @@ def unpack_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def read_safetensors(path) -> dict[str, torch.Tensor]:
     """All tensors of one ``.safetensors`` file, int8-packed matrices restored to float32."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
+    metadata, state = _read(path)
+    return unpack_state(state) if metadata.get(PACKING_KEY) == PACKING else state
 
-    state = load_file(str(path))
+
+def _read(path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(metadata, tensors) of one ``.safetensors`` file, in one pass."""
+    from safetensors import safe_open
+
     with safe_open(str(path), framework="pt") as handle:
-        packed = (handle.metadata() or {}).get(PACKING_KEY) == PACKING
-    return unpack_state(state) if packed else state
+        return dict(handle.metadata() or {}), {name: handle.get_tensor(name) for name in handle.keys()}
 
 
 def pack_file(path) -> tuple[int, int]:
     """Rewrite ``path`` int8-packed (atomically); returns (bytes before, bytes after). Idempotent."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
     path = Path(path)
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = dict(handle.metadata() or {})
     before = path.stat().st_size
+    metadata, state = _read(path)
     if metadata.get(PACKING_KEY) == PACKING:
         return before, before
-    packed = pack_state(load_file(str(path)))
+    packed = pack_state(state)
     tmp = path.with_name(path.name + ".tmp")
     save_file(packed, str(tmp), metadata={**metadata, "format": "pt", PACKING_KEY: PACKING})
     tmp.chmod(0o644)

@@ -654,9 +654,9 @@ def _train(settings, target, store_dir, work_dir, out_dir, target_name, stop_ids
     cache = FeatureCache(work_dir / "features", taps)
     feature_seconds = time.time()
     build_features(store_dir, cache, target, settings.feature_batch_size, budget, progress)
-    train_file = ResponseStore.open(store_dir).meta.get("train_file")
+    meta = ResponseStore.open(store_dir).meta
+    train_file = meta.get("train_file")
     if settings.reference_examples > 0 and tokenizer is not None and train_file:
-        meta = ResponseStore.open(store_dir).meta
         build_reference_data(target, tokenizer, Path(train_file), work_dir, taps, settings.reference_examples, stop_ids,
                              int(meta.get("heldout_every", 64)), batch_size=settings.feature_batch_size, seed=settings.seed,
                              time_budget_s=None if budget is None else max(0.0, budget - (time.time() - started)))
