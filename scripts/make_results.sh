@@ -6,6 +6,7 @@
 #   bash scripts/make_results.sh base       # vanilla and the AR drafter runs
 #   bash scripts/make_results.sh eagle3     # the EAGLE-3 runs (chain and tree)
 #   bash scripts/make_results.sh dllm       # the FailFast / fixed-length dLLM runs and sweeps
+#   bash scripts/make_results.sh dtypes     # float32 vs bfloat16 target and drafter, 2 threads (results/runs_dtypes)
 #   LANES=1 bash scripts/make_results.sh    # one run at a time (default: 2 at once, one per core)
 #
 # What runs (see results/README.md for what each figure uses):
@@ -90,13 +91,27 @@ dataset=mt_bench drafter=failfast run.replay=true
 EOF
 }
 
+dtypes() {  # target x drafter dtype on GSM8K (and FailFast out of domain), 2 threads, live, one run at a time
+  local COMMON="run.output_dir=${OUT_DTYPES:-results/runs_dtypes} run.threads=2 run.progress=false run.max_new_tokens=256 dataset.num_questions=10"
+  LANES=1 run_jobs <<EOF
+run.dtype=bfloat16 dataset=gsm8k drafter=failfast
+run.dtype=float32 dataset=gsm8k drafter=failfast
+run.dtype=float32 drafter.dtype=bfloat16 dataset=gsm8k drafter=failfast
+run.dtype=float32 drafter.dtype=bfloat16 dataset=gsm8k drafter=eagle3
+run.dtype=float32 drafter.dtype=bfloat16 dataset=humaneval drafter=failfast
+run.dtype=float32 drafter.dtype=bfloat16 dataset=mt_bench drafter=failfast
+run.dtype=bfloat16 dataset=gsm8k drafter=eagle3
+EOF
+}
+
 start=$(date +%s)
 case "$PART" in
   base) base ;;
   eagle3) eagle3 ;;
   dllm) dllm ;;
   dllm_sweeps) dllm_sweeps ;;
-  all) base; eagle3; dllm ;;
-  *) echo "usage: $0 [all|base|eagle3|dllm|dllm_sweeps]" >&2; exit 2 ;;
+  dtypes) dtypes ;;
+  all) base; eagle3; dllm; dtypes ;;
+  *) echo "usage: $0 [all|base|eagle3|dllm|dllm_sweeps|dtypes]" >&2; exit 2 ;;
 esac
 echo "[make_results] $PART finished in $(( ($(date +%s) - start) / 60 )) min; figures: make figures"

@@ -79,6 +79,9 @@ class DrafterConfig:
     depth: int = 8
     top_k: int = 10
     total_tokens: int = 60
+    # The drafter's own weights and compute (float32 | bfloat16 | float16 | auto); the target keeps run.dtype,
+    # so a float32 target (token-exact verification) can be drafted for in bfloat16. Borrowed embeddings and
+    # LM head are copied into this dtype when it differs from the target's.
     dtype: str = "${run.dtype}"
 
 
@@ -207,6 +210,10 @@ def validate(cfg: Any) -> None:
     _check(
         run.dtype in ("float32", "bfloat16", "float16", "auto"),
         f"run.dtype={run.dtype!r}; valid: float32, bfloat16, float16, auto",
+    )
+    _check(
+        d.dtype in ("float32", "bfloat16", "float16", "auto"),
+        f"drafter.dtype={d.dtype!r}; valid: float32, bfloat16, float16, auto",
     )
     _check(cfg.logger.mode in ("disabled", "offline", "online"), f"logger.mode={cfg.logger.mode!r}; valid: disabled, offline, online")
     if run.device.startswith("cuda"):

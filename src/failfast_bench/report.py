@@ -21,7 +21,7 @@ import yaml
 from . import metrics, trace
 from .latency import HardwareProfile, available_profiles, load_profile
 
-RUN_KEY_COLUMNS = ["run_id", "target", "dataset", "drafter", "family", "config_name", "theta", "tau", "n", "n_max", "spec_len", "mode", "max_new_tokens", "dtype", "replay"]
+RUN_KEY_COLUMNS = ["run_id", "target", "dataset", "drafter", "family", "config_name", "theta", "tau", "n", "n_max", "spec_len", "mode", "max_new_tokens", "dtype", "drafter_dtype", "replay"]
 # Hyperparameters a sweep varies; a curve moves one of them and holds the rest fixed.
 SWEEP_PARAMS = ("tau", "n_max", "theta", "spec_len", "n")
 PARAM_LABELS = {"tau": "τ", "n_max": "N_max", "theta": "θ", "spec_len": "spec_len", "n": "N"}
@@ -62,6 +62,7 @@ def _run_identity(run_dir: Path, summary: dict) -> dict:
         "mode": d.get("mode") if family == "failfast" else None,
         "max_new_tokens": cfg["run"]["max_new_tokens"],
         "dtype": cfg["run"]["dtype"],
+        "drafter_dtype": d.get("dtype") or cfg["run"]["dtype"],
         "latency_key": cfg["target"].get("latency_key", summary["target"]),
         "replay": bool(cfg["run"].get("replay", False)),
     }
@@ -114,12 +115,12 @@ def sweep_curves(runs: pd.DataFrame, params=SWEEP_PARAMS, min_points: int = 3) -
     """Every one-hyperparameter sweep in ``runs``: (parameter, title, curve) with one row per value.
 
     A curve holds everything else fixed: profile, target, dataset, family, FailFast mode, the other
-    hyperparameters, question count, max_new_tokens, dtype and replay. Repeated runs of one value are averaged.
+    hyperparameters, question count, max_new_tokens, dtypes and replay. Repeated runs of one value are averaged.
     """
     out: list[tuple[str, str, pd.DataFrame]] = []
     if runs.empty:
         return out
-    context = ["profile", "target", "dataset", "family", "mode", "n_questions", "max_new_tokens", "dtype", "replay"]
+    context = ["profile", "target", "dataset", "family", "mode", "n_questions", "max_new_tokens", "dtype", "drafter_dtype", "replay"]
     for param in params:
         if param not in runs.columns:
             continue

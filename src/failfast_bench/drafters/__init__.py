@@ -63,12 +63,16 @@ def config_name(d) -> str:
 
 
 def build_drafter(cfg, target_model, target_tokenizer, stop_ids: list[int], device, dtype) -> Drafter:
-    """Instantiate the configured drafter next to an already-loaded target."""
-    from ..models import check_shared_tokenizer, load_causal_lm, load_tokenizer, resolve_source
+    """Instantiate the configured drafter next to an already-loaded target.
+
+    ``dtype`` is the target's; the drafter runs in ``drafter.dtype`` (which defaults to it).
+    """
+    from ..models import check_shared_tokenizer, load_causal_lm, load_tokenizer, pick_dtype, resolve_source
 
     d = cfg.drafter
     if d.name == "vanilla":
         return VanillaDrafter()
+    dtype = pick_dtype(d.dtype, device) if getattr(d, "dtype", None) else dtype
     model_ref = resolve_drafter_model(cfg)
     if d.name == "ar":
         from .ar import ARDrafter

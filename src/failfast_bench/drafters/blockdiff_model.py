@@ -324,34 +324,6 @@ def load_fast_dllm_checkpoint(
     )
 
 
-def _trunk_config(raw: dict):
-    from transformers import AutoConfig
-
-    fields = {k: v for k, v in raw.items() if k not in ("failfast_bench", "architectures", "auto_map", "transformers_version")}
-    model_type = fields.pop("model_type", None)
-    if model_type not in ("llama", "qwen2"):
-        raise ConfigError(f"project block-diffusion drafter has model_type={model_type!r}; expected llama or qwen2")
-    config = AutoConfig.for_model(model_type, **fields)
-    config._attn_implementation = "sdpa"
-    return config
-
-
-def _build_trunk(config) -> nn.Module:
-    """The decoder body without a real embedding table (the target's is used instead)."""
-    from transformers import AutoModel
-    from transformers.initialization import no_init_weights
-
-    vocab, pad = config.vocab_size, getattr(config, "pad_token_id", None)
-    # The body's own table is never used: a one-row stand-in avoids allocating vocab x hidden.
-    config.vocab_size, config.pad_token_id = 1, None
-    try:
-        with no_init_weights():
-            body = AutoModel.from_config(config)
-    finally:
-        config.vocab_size, config.pad_token_id = vocab, pad
-    return body
-
-
 def load_project_drafter(
     directory: Path, target_model, dtype=torch.float32, device="cpu", mask_token_id: Optional[int] = None, vocab_limit: Optional[int] = None
 ) -> BlockDiffusionLM:
@@ -363,8 +335,10 @@ def load_project_drafter(
         raise ConfigError(f"{directory} shares the target's embeddings and LM head: load it with the target model")
     if not meta.get("shares_target_embeddings", True):
         raise ConfigError(f"{directory}: project drafters without shared target embeddings are not supported")
-    config = _trunk_config(raw)
-    body = _build_trunk(config)
+    from .shared_trunk import borrowed_head, build_trunk, trunk_config
+
+    config = trunk_config(raw)
+    body = build_trunk(config)
     state = {k[len("model."):] if k.startswith("model.") else k: v for k, v in _read_safetensors(directory).items()}
     mask_vec = state.pop(MASK_EMBEDDING_KEY, None)
     if mask_vec is None:
@@ -374,7 +348,7 @@ def load_project_drafter(
     if missing or unexpected:
         raise ConfigError(f"{directory} does not match its trunk config: missing {missing[:3]}, unexpected {unexpected[:3]}")
     _freeze(body, dtype, device)
-    embed, head = target_model.get_input_embeddings(), target_model.get_output_embeddings()
+    embed = target_model.get_input_embeddings()
     if embed.weight.shape[1] != config.hidden_size:
         raise ConfigError(
             f"drafter hidden size {config.hidden_size} does not match the target's embeddings ({embed.weight.shape[1]}); "
@@ -384,7 +358,7 @@ def load_project_drafter(
     return BlockDiffusionLM(
         body,
         embed,
-        head,
+        borrowed_head(target_model, dtype),
         block_size=int(meta.get("block_size", 32)),
         mask_token_id=mask_id,
         mask_embedding=mask_vec.to(device=device, dtype=dtype),

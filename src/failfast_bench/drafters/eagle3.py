@@ -230,7 +230,7 @@ def build(cfg, model_ref, target_model, target_tokenizer, stop_ids, device, dtyp
     """Registry hook: load the head named by ``drafter.model`` next to the target."""
     d = cfg.drafter
     param = next(target_model.parameters())
-    head = load_head(model_ref, target_model, dtype=param.dtype, device=param.device)
+    head = load_head(model_ref, target_model, dtype=dtype, device=param.device)
     layers = tap_layers(head.config, target_model.config.num_hidden_layers)
     return Eagle3Drafter(
         head,

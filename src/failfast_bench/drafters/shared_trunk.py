@@ -35,7 +35,7 @@ def trunk_config(raw: dict):
     fields = {k: v for k, v in raw.items() if k not in ("failfast_bench", "architectures", "auto_map", "transformers_version", "_name_or_path")}
     model_type = fields.pop("model_type", None)
     if model_type not in ("llama", "qwen2"):
-        raise ConfigError(f"shared-trunk drafter has model_type={model_type!r}; expected llama or qwen2")
+        raise ConfigError(f"project drafter has model_type={model_type!r}; expected llama or qwen2")
     config = AutoConfig.for_model(model_type, **fields)
     config._attn_implementation = "sdpa"
     return config
@@ -76,6 +76,23 @@ def drafter_config_dict(body: nn.Module, meta: dict) -> dict:
         config.pop(key, None)
     config["failfast_bench"] = dict(meta)
     return config
+
+
+def borrowed_head(target_model, dtype) -> nn.Module:
+    """The target's LM head for a drafter computing in ``dtype``: the target's own module when the dtypes
+    agree, else a frozen copy cast to ``dtype`` (vocab x hidden more memory; a bf16 drafter next to a
+    float32 target then runs its head at bf16 speed)."""
+    head = target_model.get_output_embeddings()
+    weight = head.weight
+    if weight.dtype == dtype:
+        return head
+    copy = nn.Linear(weight.shape[1], weight.shape[0], bias=getattr(head, "bias", None) is not None, device=weight.device, dtype=dtype)
+    with torch.no_grad():
+        copy.weight.copy_(weight)
+        if copy.bias is not None:
+            copy.bias.copy_(head.bias)
+    copy.requires_grad_(False)
+    return copy
 
 
 def save_shared_trunk_lm(directory, body: nn.Module, target: str, dtype=torch.bfloat16, extra_meta: Optional[dict] = None) -> Path:
@@ -161,7 +178,7 @@ def load_shared_trunk_lm(path, target_model, dtype=torch.float32, device="cpu") 
     if target_model is None:
         raise ConfigError(f"{path} borrows the target's embeddings and LM head: load it with the target model")
     config = trunk_config(raw)
-    embed, head = target_model.get_input_embeddings(), target_model.get_output_embeddings()
+    embed = target_model.get_input_embeddings()
     if embed.weight.shape[1] != config.hidden_size:
         raise ConfigError(
             f"drafter {path} has hidden size {config.hidden_size} but the target's embeddings have {embed.weight.shape[1]}; "
@@ -174,7 +191,7 @@ def load_shared_trunk_lm(path, target_model, dtype=torch.float32, device="cpu") 
     if missing or unexpected:
         raise ConfigError(f"{weights_file} does not match its config: missing {missing[:3]}, unexpected {unexpected[:3]}")
     body.to(device=device, dtype=dtype)
-    model = SharedTrunkLM(body, embed, head)
+    model = SharedTrunkLM(body, embed, borrowed_head(target_model, dtype))
     model.eval()
     model.requires_grad_(False)
     return model
