@@ -101,6 +101,8 @@ run.dtype=float32 drafter.dtype=bfloat16 dataset=gsm8k drafter=eagle3
 run.dtype=float32 drafter.dtype=bfloat16 dataset=humaneval drafter=failfast
 run.dtype=float32 drafter.dtype=bfloat16 dataset=mt_bench drafter=failfast
 run.dtype=bfloat16 dataset=gsm8k drafter=eagle3
+run.dtype=bfloat16 dataset=gsm8k drafter=failfast drafter.draft_vocab=true
+run.dtype=float32 drafter.dtype=bfloat16 dataset=gsm8k drafter=failfast drafter.draft_vocab=true
 EOF
 }
 

@@ -79,7 +79,8 @@ def test_all_stages_then_load_like_the_benchmark(tiny_target_dir, tmp_path, reci
         overrides += ["recipe.block_size=8", "recipe.sub_block_size=4", "eval.sub_block_size=4", "eval.budget=16", "eval.n=4", "eval.n_max=12"]
     out = run(compose_train(overrides))
     assert out["train"]["step"] == 3
-    assert {p.name for p in ship.iterdir()} == {"README.md", "config.json", "model.safetensors"}
+    shipped = {"README.md", "config.json", "model.safetensors"}
+    assert {p.name for p in ship.iterdir()} == (shipped | {"draft_vocab.json"} if recipe == "dllm" else shipped)
     card = (ship / "README.md").read_text()
     assert "Held-out quality" in card and "Wall time" in card and "Steps: 3" in card
     meta = json.loads((ship / "config.json").read_text())["failfast_bench"]
@@ -89,6 +90,10 @@ def test_all_stages_then_load_like_the_benchmark(tiny_target_dir, tmp_path, reci
     if recipe == "dllm":
         lm = load_block_diffusion_drafter(str(ship), target_model=target)
         assert lm.block_size == 8 and lm.mask_token_id == 49152
+        from failfast_bench.drafters.draft_vocab import read_draft_vocab
+
+        vocab = read_draft_vocab(ship)
+        assert len(vocab) == 4096 and 2 in vocab and json.loads((ship / "draft_vocab.json").read_text())["coverage"] == 1.0
     else:
         from transformers import DynamicCache
 

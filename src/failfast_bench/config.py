@@ -83,6 +83,9 @@ class DrafterConfig:
     # so a float32 target (token-exact verification) can be drafted for in bfloat16. Borrowed embeddings and
     # LM head are copied into this dtype when it differs from the target's.
     dtype: str = "${run.dtype}"
+    # dllm / failfast: propose only the tokens of the drafter's draft_vocab.json (its ship stage writes the
+    # most frequent target tokens of the training responses); the head then runs over those rows only.
+    draft_vocab: bool = False
 
 
 @dataclass
@@ -210,6 +213,10 @@ def validate(cfg: Any) -> None:
     _check(
         run.dtype in ("float32", "bfloat16", "float16", "auto"),
         f"run.dtype={run.dtype!r}; valid: float32, bfloat16, float16, auto",
+    )
+    _check(
+        not d.draft_vocab or d.name in ("dllm", "failfast"),
+        f"drafter.draft_vocab=true applies to dllm and failfast, not {d.name} (EAGLE-3 heads carry their own draft vocabulary)",
     )
     _check(
         d.dtype in ("float32", "bfloat16", "float16", "auto"),

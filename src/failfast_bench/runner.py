@@ -21,10 +21,13 @@ from omegaconf import OmegaConf
 from . import trace
 from .config import ConfigError, validate
 from .drafters import config_name, resolve_drafter_model
+from .drafters.draft_vocab import VOCAB_FILE
 from .latency import HardwareProfile, available_profiles, load_profile
 
 # Keys that do not change results: excluded from the config hash.
 _UNHASHED_RUN_KEYS = ("progress", "output_dir", "skip_if_complete", "threads")
+# Options added after runs were committed: at their default they leave the hash (and the run directory) as it was.
+_HASHED_ONLY_IF_SET = (("drafter", "draft_vocab", False),)
 
 
 def config_hash(cfg) -> str:
@@ -33,6 +36,9 @@ def config_hash(cfg) -> str:
     container.pop("hardware", None)  # pricing only: re-priced by report without rerunning
     for key in _UNHASHED_RUN_KEYS:
         container.get("run", {}).pop(key, None)
+    for group, key, default in _HASHED_ONLY_IF_SET:
+        if container.get(group, {}).get(key, default) == default:
+            container.get(group, {}).pop(key, None)
     weights = drafter_weights_id(cfg)
     if weights is not None:
         # A retrained drafter under the same config name is a different experiment: never "already complete".
@@ -50,6 +56,8 @@ def drafter_weights_id(cfg) -> Optional[str]:
     if model in (None, "target") or not Path(model).is_dir():
         return None
     files = sorted(p for p in Path(model).iterdir() if p.suffix in (".safetensors", ".bin", ".pt"))
+    if cfg.drafter.get("draft_vocab") and (Path(model) / VOCAB_FILE).exists():
+        files.append(Path(model) / VOCAB_FILE)
     return _files_sha256(tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files)) if files else None
 
 

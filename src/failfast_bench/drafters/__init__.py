@@ -50,11 +50,12 @@ def config_name(d) -> str:
     """The paper's configuration name (paper-reference §4.2), extended to EAGLE-3 and vanilla."""
     if d.name == "vanilla":
         return "vanilla"
+    vocab = "_dv" if getattr(d, "draft_vocab", False) else ""
     if d.name == "failfast":
         base = f"dllm_{d.theta:g}_df_{d.tau:g}_{d.n_max}_{d.n}"
-        return base if d.mode == "faithful" else base + "_clean"
+        return (base if d.mode == "faithful" else base + "_clean") + vocab
     if d.name == "dllm":
-        return f"dllm_{d.theta:g}_sf_{d.spec_len}"
+        return f"dllm_{d.theta:g}_sf_{d.spec_len}" + vocab
     if d.name == "ar":
         return f"ar_None_df_{d.tau:g}_{d.n_max}_{d.n}" if d.dynamic else f"ar_None_sf_{d.spec_len}"
     if d.name == "eagle3":

@@ -101,6 +101,7 @@ class BlockDiffusionLM:
         # Ids a draft may contain: never the mask id, never past the head or the verifier's vocabulary.
         limits = [int(x) for x in (vocab_limit, head_rows) if x is not None]
         self.vocab_limit = min(limits) if limits else None
+        self.vocab_ids: Optional[torch.Tensor] = None  # set by restrict_vocab: head row r proposes vocab_ids[r]
         self._cache_factory = lambda: DynamicCache(config=self.body.config)
         self.cache = self._cache_factory()
         param = next(self.body.parameters())
@@ -112,9 +113,26 @@ class BlockDiffusionLM:
                 f"has no learned mask_embedding"
             )
 
+    def restrict_vocab(self, token_ids: Sequence[int]) -> None:
+        """Propose only ``token_ids`` (a draft vocabulary): the head keeps just those rows, in the drafter's
+        dtype; logits rows then index ``vocab_ids``. The mask id and ids past ``vocab_limit`` are refused."""
+        ids = sorted(set(int(t) for t in token_ids))
+        bad = [t for t in ids if t < 0 or t == self.mask_token_id or (self.vocab_limit is not None and t >= self.vocab_limit)]
+        if bad:
+            raise ConfigError(f"draft vocabulary holds ids the drafter may not propose (mask id or past the vocabulary): {bad[:5]}")
+        weight = self.head.weight
+        index = torch.tensor(ids, dtype=torch.long, device=weight.device)
+        head = nn.Linear(weight.shape[1], len(ids), bias=getattr(self.head, "bias", None) is not None, device=weight.device, dtype=self.dtype)
+        with torch.no_grad():
+            head.weight.copy_(weight.index_select(0, index))
+            if head.bias is not None:
+                head.bias.copy_(self.head.bias.index_select(0, index))
+        head.requires_grad_(False)
+        self.head, self.vocab_ids = head, index
+
     def twin(self) -> "BlockDiffusionLM":
         """Another handle on the same weights with its own, empty block cache."""
-        return BlockDiffusionLM(
+        twin = BlockDiffusionLM(
             self.body,
             self.embed,
             self.head,
@@ -125,6 +143,8 @@ class BlockDiffusionLM:
             layout=self.layout,
             source=self.source,
         )
+        twin.vocab_ids, twin.vocab_limit = self.vocab_ids, self.vocab_limit  # a restricted head has fewer rows than ids
+        return twin
 
     # -- cache -----------------------------------------------------------------------------------
     @property
@@ -225,6 +245,7 @@ class BlockDiffusionLM:
             "hidden_size": getattr(cfg, "hidden_size", None),
             "trunk_parameters": int(sum(p.numel() for p in self.body.parameters())),
             "dtype": str(self.dtype).replace("torch.", ""),
+            "draft_vocab": None if self.vocab_ids is None else int(self.vocab_ids.numel()),
         }
 
 

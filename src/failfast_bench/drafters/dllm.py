@@ -190,8 +190,14 @@ class BlockDiffusionDrafter(Drafter):
 
     def _pick(self, logits: torch.Tensor) -> tuple[list[int], list[float]]:
         """Greedy token and its probability per row; the mask id and ids past the verifier's vocabulary
-        are never chosen (they still count in the softmax, as in the authors' code)."""
+        are never chosen (they still count in the softmax, as in the authors' code). With a draft
+        vocabulary the softmax and the choice run over its ids."""
         probs = torch.softmax(logits.float(), dim=-1)
+        vocab_ids = getattr(self.model, "vocab_ids", None)
+        if vocab_ids is not None:  # a draft vocabulary: rows are its ids, all proposable (softmax over them only)
+            conf, rows = probs.max(dim=-1)
+            tokens = vocab_ids.index_select(0, rows)
+            return [int(t) for t in tokens.tolist()], [float(c) for c in conf.tolist()]
         choose = probs
         vocab = probs.shape[-1]
         limit = getattr(self.model, "vocab_limit", None)
@@ -466,6 +472,10 @@ def build(cfg, model_ref, target_model, target_tokenizer, stop_ids, device, dtyp
     ships_tokenizer = not src.is_local or any((path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json"))
     if ships_tokenizer and target_tokenizer is not None:
         check_shared_tokenizer(target_tokenizer, load_tokenizer(src), model_ref)
+    if getattr(d, "draft_vocab", False):
+        from .draft_vocab import read_draft_vocab
+
+        model.restrict_vocab([t for t in {*read_draft_vocab(path), *stop_ids} if model.vocab_limit is None or t < model.vocab_limit])
     common = dict(
         sub_block_size=d.sub_block_size,
         budget=d.budget,

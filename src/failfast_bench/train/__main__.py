@@ -241,6 +241,8 @@ def stage_ship(cfg):
     shutil.copytree(export, tmp)
     if cfg.recipe.name != "eagle3":  # the EAGLE-3 export already holds its model card
         write_model_card(tmp, run_dir / "log.jsonl", data_stats=stats)
+    if cfg.recipe.name == "dllm" and cfg.recipe.get("draft_vocab_size"):
+        _write_draft_vocab(cfg, tmp)
     if cfg.ship_int8:
         from ..drafters.weight_files import pack_file
 
@@ -254,6 +256,32 @@ def stage_ship(cfg):
     os.replace(tmp, ship_dir)
     log.info("shipped %s -> %s", export, ship_dir)
     return {"ship_dir": str(ship_dir)}
+
+
+def _write_draft_vocab(cfg, directory: Path) -> None:
+    """The block-diffusion drafter's draft vocabulary (used with drafter.draft_vocab=true), chosen from the
+    training responses the way the EAGLE-3 recipe chooses its head's."""
+    from ..drafters.draft_vocab import draft_vocab_card_section, write_draft_vocab
+    from .data import iter_examples
+    from .eagle3 import choose_draft_vocab, vocab_coverage
+
+    try:
+        examples = list(iter_examples(_path(cfg.data.cache_dir), "train", with_logits=False))
+    except FileNotFoundError:
+        examples = []
+    if not examples:
+        log.warning("no training responses under %s: shipping without draft_vocab.json", cfg.data.cache_dir)
+        return
+    size = int(cfg.recipe.draft_vocab_size)
+    vocab_size = int(json.loads((directory / "config.json").read_text())["vocab_size"])
+    used = choose_draft_vocab(examples, size, vocab_size, always=list(cfg.target.eos_token_ids))
+    coverage = vocab_coverage(examples, used)
+    write_draft_vocab(directory, used.tolist(), coverage, f"the {size} most frequent target tokens of the training responses "
+                      "(prompt tokens break ties, then the lowest ids): train.eagle3.choose_draft_vocab")
+    log.info("draft vocabulary: %d tokens, %.2f%% of training response tokens", len(used), 100 * coverage)
+    card = directory / "README.md"
+    if card.exists():
+        card.write_text(card.read_text().rstrip("\n") + "\n\n" + draft_vocab_card_section(len(used), coverage))
 
 
 def _note_packing(card: Path, before: int, after: int) -> None:
