@@ -68,6 +68,11 @@ def test_build_reads_the_drafters_vocabulary_file(pair, tmp_path):
         (missing / f.name).write_bytes(f.read_bytes())
     with pytest.raises(ConfigError, match=f"{VOCAB_FILE} does not exist"):
         dllm_module.build(cfg, str(missing), target, None, [EOS], torch.device("cpu"), torch.float32)
+    from failfast_bench.cli import compose
+    from failfast_bench.drafters import resolve_drafter_model
+
+    with pytest.raises(ConfigError, match=f"{VOCAB_FILE} does not exist"):  # refused before any model loads
+        resolve_drafter_model(compose(["drafter=failfast", "drafter.draft_vocab=true", f"drafter.model={missing}"]))
     write_draft_vocab(missing, [5, 9, 11], coverage=0.5, source="test")
     assert read_draft_vocab(missing) == [5, 9, 11]
     drafter = dllm_module.build(cfg, str(missing), target, None, [EOS], torch.device("cpu"), torch.float32)

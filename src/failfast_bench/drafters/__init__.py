@@ -42,7 +42,11 @@ def resolve_drafter_model(cfg) -> Optional[str]:
                 f"no shipped {kind} drafter for target {cfg.target.name} at {path}; train it with `make drafters` "
                 f"(python -m failfast_bench.train recipe={kind}) or set drafter.model=<hub id|dir>"
             )
-        return str(path)
+        model = str(path)
+    if getattr(d, "draft_vocab", False) and Path(model).is_dir():
+        from .draft_vocab import read_draft_vocab
+
+        read_draft_vocab(model)  # refused here, before any model loads, when the file is missing or empty
     return model
 
 
