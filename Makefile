@@ -20,7 +20,8 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -q -m "not integration"
 
-## Vanilla tokens/s, harness overhead and measured vs modeled speedup of every available drafter.
+## Vanilla tokens/s, harness overhead, measured vs modeled speedup and lossless mismatches of every available
+## drafter, float32 and bfloat16 side by side (~13 min on 2 cores).
 bench: setup
 	$(PY) scripts/bench.py --questions 5 --max-new-tokens 128
 
