@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import NamedTuple
 
 import torch
 
@@ -30,7 +31,18 @@ def _empty_record() -> dict:
     return {key: [] for key in ("wall", "forward", "n_out", "rounds", "passes", "accepted", "drafted", "divergence")}
 
 
-def _load(dtype_name: str, drafter_names, questions: int, overrides):
+class Setup(NamedTuple):
+    """One dtype's target and drafters (``drafters``: config name -> (config, drafter))."""
+
+    base: object
+    tokenizer: object
+    target: object
+    stop_ids: list
+    drafters: dict
+    unavailable: dict
+
+
+def _load(dtype_name: str, drafter_names, questions: int, overrides) -> Setup:
     base = compose(["drafter=vanilla", f"dataset.num_questions={questions}", f"run.dtype={dtype_name}", *overrides])
     device = models.pick_device(base.run.device)
     dtype = models.pick_dtype(base.run.dtype, device)
@@ -45,7 +57,7 @@ def _load(dtype_name: str, drafter_names, questions: int, overrides):
             drafters[config_name(cfg.drafter)] = (cfg, build_drafter(cfg, target, tok, stop_ids, device, dtype))
         except Exception as exc:  # noqa: BLE001 - reported in the table
             unavailable[name] = str(exc).splitlines()[0][:160]
-    return base, tok, target, stop_ids, drafters, unavailable
+    return Setup(base, tok, target, stop_ids, drafters, unavailable)
 
 
 def main(argv=None) -> int:
@@ -60,20 +72,21 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
 
     setups = {d: _load(d, args.drafters, args.questions, args.overrides) for d in args.dtypes}
-    base, tok = next(iter(setups.values()))[:2]
+    first = next(iter(setups.values()))
+    base, tok = first.base, first.tokenizer
     questions, _ = data.load_questions(base.dataset)
     prompts = [data.render_conversation(tok, q.turns[:1], [], base.dataset.template) for q in questions]
 
-    for _, _, target, stop_ids, drafters, _ in setups.values():
+    for s in setups.values():
         # Warm-up so the first method measured does not pay for lazy initialisation.
-        warm = drafters.get("vanilla", (None, None))[1] or next(iter(drafters.values()))[1]
-        generate(TargetVerifier(target), warm, prompts[0], 8, stop_ids)
-    results = {(d, name): _empty_record() for d, s in setups.items() for name in s[4]}
+        warm = s.drafters.get("vanilla", (None, None))[1] or next(iter(s.drafters.values()))[1]
+        generate(TargetVerifier(s.target), warm, prompts[0], 8, s.stop_ids)
+    results = {(d, name): _empty_record() for d, s in setups.items() for name in s.drafters}
     for qi, prompt in enumerate(prompts):
-        for d, (_, _, target, stop_ids, drafters, _) in setups.items():
+        for d, s in setups.items():
             reference = None
-            for name, (_, drafter) in drafters.items():
-                gen = generate(TargetVerifier(target, getattr(drafter, "target_feature_layers", ())), drafter, prompt, args.max_new_tokens, stop_ids)
+            for name, (_, drafter) in s.drafters.items():
+                gen = generate(TargetVerifier(s.target, getattr(drafter, "target_feature_layers", ())), drafter, prompt, args.max_new_tokens, s.stop_ids)
                 r = results[(d, name)]
                 r["wall"].append(gen.wall_seconds)
                 r["forward"].append(gen.forward_seconds)
@@ -106,7 +119,7 @@ def main(argv=None) -> int:
         vs_fastest = vanilla_walls[fastest] / wall if fastest else float("nan")
         tau = sum(r["n_out"]) / sum(r["rounds"])
         acc = sum(r["accepted"]) / sum(r["drafted"]) if sum(r["drafted"]) else float("nan")
-        family = setups[d][4][name][0].drafter.name
+        family = setups[d].drafters[name][0].drafter.name
         modeled = []
         for pr in profiles:
             try:
@@ -121,7 +134,7 @@ def main(argv=None) -> int:
         print(f"{d:<9} {name:<26} {sum(r['n_out']) / wall:>6.2f} {100 * overhead:>7.2f}% {tau:>5.2f} {acc:>6.3f} {measured:>7.2f}x {vs_fastest:>9.2f}x "
               + " ".join(modeled) + f"  {len(diverged)}/{len(r['divergence'])} {diverged if diverged else ''}")
     for d, s in setups.items():
-        for name, why in s[5].items():
+        for name, why in s.unavailable.items():
             print(f"{d:<9} {name:<26} unavailable: {why}")
     print("overhead = share of wall time outside model forward passes (target and drafter); measured = that dtype's vanilla wall / "
           "this wall; vs fastest = the fastest vanilla's wall / this wall; same questions, same process. A mismatch is a question "

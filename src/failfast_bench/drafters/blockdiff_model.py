@@ -120,15 +120,10 @@ class BlockDiffusionLM:
         bad = [t for t in ids if t < 0 or t == self.mask_token_id or (self.vocab_limit is not None and t >= self.vocab_limit)]
         if bad:
             raise ConfigError(f"draft vocabulary holds ids the drafter may not propose (mask id or past the vocabulary): {bad[:5]}")
-        weight = self.head.weight
-        index = torch.tensor(ids, dtype=torch.long, device=weight.device)
-        head = nn.Linear(weight.shape[1], len(ids), bias=getattr(self.head, "bias", None) is not None, device=weight.device, dtype=self.dtype)
-        with torch.no_grad():
-            head.weight.copy_(weight.index_select(0, index))
-            if head.bias is not None:
-                head.bias.copy_(self.head.bias.index_select(0, index))
-        head.requires_grad_(False)
-        self.head, self.vocab_ids = head, index
+        from .shared_trunk import head_copy
+
+        index = torch.tensor(ids, dtype=torch.long, device=self.head.weight.device)
+        self.head, self.vocab_ids = head_copy(self.head, self.dtype, index), index
 
     def twin(self) -> "BlockDiffusionLM":
         """Another handle on the same weights with its own, empty block cache."""

@@ -34,13 +34,12 @@ drops the context from every pass; here any complete prefix block (ℓ₀ > 0) i
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Optional, Sequence, Union
 
 import torch
 
-from ..verify import ForwardTimer, synchronize
+from ..verify import ForwardTimer
 from .base import (
     STOP_BUDGET,
     STOP_CAP,
@@ -180,13 +179,8 @@ class BlockDiffusionDrafter(Drafter):
 
     # -- model calls -----------------------------------------------------------------------------
     def _timed(self, fn, *args, **kwargs):
-        synchronize(self._device)
-        t0 = time.perf_counter()
-        out = fn(*args, **kwargs)
-        synchronize(self._device)
-        self.timer.seconds += time.perf_counter() - t0
-        self.timer.calls += 1
-        return out
+        with self.timer.measure(self._device):
+            return fn(*args, **kwargs)
 
     def _pick(self, logits: torch.Tensor) -> tuple[list[int], list[float]]:
         """Greedy token and its probability per row; the mask id and ids past the verifier's vocabulary

@@ -78,21 +78,27 @@ def drafter_config_dict(body: nn.Module, meta: dict) -> dict:
     return config
 
 
+def head_copy(head: nn.Module, dtype, rows: Optional[torch.Tensor] = None) -> nn.Linear:
+    """A frozen copy of an LM head in ``dtype``, keeping only ``rows`` (output ids) when given."""
+    weight, bias = head.weight, getattr(head, "bias", None)
+    if rows is not None:
+        weight = weight.index_select(0, rows)
+        bias = None if bias is None else bias.index_select(0, rows)
+    copy = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device=weight.device, dtype=dtype)
+    with torch.no_grad():
+        copy.weight.copy_(weight)
+        if bias is not None:
+            copy.bias.copy_(bias)
+    copy.requires_grad_(False)
+    return copy
+
+
 def borrowed_head(target_model, dtype) -> nn.Module:
     """The target's LM head for a drafter computing in ``dtype``: the target's own module when the dtypes
     agree, else a frozen copy cast to ``dtype`` (vocab x hidden more memory; a bf16 drafter next to a
     float32 target then runs its head at bf16 speed)."""
     head = target_model.get_output_embeddings()
-    weight = head.weight
-    if weight.dtype == dtype:
-        return head
-    copy = nn.Linear(weight.shape[1], weight.shape[0], bias=getattr(head, "bias", None) is not None, device=weight.device, dtype=dtype)
-    with torch.no_grad():
-        copy.weight.copy_(weight)
-        if copy.bias is not None:
-            copy.bias.copy_(head.bias)
-    copy.requires_grad_(False)
-    return copy
+    return head if head.weight.dtype == dtype else head_copy(head, dtype)
 
 
 def save_shared_trunk_lm(directory, body: nn.Module, target: str, dtype=torch.bfloat16, extra_meta: Optional[dict] = None) -> Path:
