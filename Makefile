@@ -1,6 +1,5 @@
 # failfast-bench: every target does its own idempotent setup first (scripts/setup.sh).
 PY := .venv/bin/python
-export FAILFAST_BENCH_DATA ?= $(abspath ../shared/data)
 export TOKENIZERS_PARALLELISM := false
 
 .PHONY: setup run test test-fast bench profile figures results drafters clean-runs
@@ -14,7 +13,7 @@ run: setup
 
 ## The whole test suite (unit tests on tiny random models + integration tests on the real SmolLM2).
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 ## Unit tests only (seconds).
 test-fast: setup

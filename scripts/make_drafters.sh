@@ -21,7 +21,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-export FAILFAST_BENCH_DATA=${FAILFAST_BENCH_DATA:-$(cd .. && pwd)/shared/data}
+# GSM8K train comes from data.train_path, $FAILFAST_BENCH_DATA/gsm8k/train.jsonl or the hub (openai/gsm8k).
 TARGET=${TARGET:-smollm2-135m}
 
 $PY -m failfast_bench.assets fetch "$TARGET"

@@ -24,9 +24,10 @@ PY=${PY:-.venv/bin/python}
 LANES=${LANES:-2}
 PART=${1:-all}
 OUT=${OUT:-results/runs}
-export FAILFAST_BENCH_DATA=${FAILFAST_BENCH_DATA:-$(cd .. && pwd)/shared/data}
+# The reference results are on the first GSM8K test lines: the full split must come from $FAILFAST_BENCH_DATA
+# (a directory holding gsm8k/test.jsonl) or the hub; dataset.fallback=refuse stops instead of using the sample.
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false WANDB_MODE=disabled
-COMMON="run.output_dir=$OUT run.threads=1 run.progress=false run.max_new_tokens=256 dataset.num_questions=10"
+COMMON="run.output_dir=$OUT run.threads=1 run.progress=false run.max_new_tokens=256 dataset.num_questions=10 dataset.fallback=refuse"
 
 run_jobs() {  # one Hydra job per input line, LANES at a time; a failed job fails the script at the end
   grep -v '^\s*$' | xargs -P "$LANES" -I{} sh -c "$PY -m failfast_bench $COMMON {} || exit 255"

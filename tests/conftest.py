@@ -11,10 +11,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-if "FAILFAST_BENCH_DATA" not in os.environ and SHARED_DATA.exists():
-    os.environ["FAILFAST_BENCH_DATA"] = str(SHARED_DATA)
+# Data come only from what the caller set ($FAILFAST_BENCH_DATA), as for a user: tests that need the full
+# GSM8K split skip with a reason without it (.ci/run runs the suite both ways).
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -33,6 +31,41 @@ def smollm2_available() -> bool:
         return True
     except assets.AssetMissing:
         return False
+
+
+FULL_DATA_FIXTURES = ("full_gsm8k_test", "full_gsm8k_train")
+
+
+def _full_gsm8k(split: str) -> Path:
+    root = os.environ.get("FAILFAST_BENCH_DATA")
+    path = Path(root) / "gsm8k" / f"{split}.jsonl" if root else None
+    if path is None or not path.is_file():
+        pytest.skip(f"needs the full GSM8K {split} split: set $FAILFAST_BENCH_DATA to a directory holding gsm8k/{split}.jsonl")
+    return path
+
+
+@pytest.fixture
+def full_gsm8k_test() -> Path:
+    return _full_gsm8k("test")
+
+
+@pytest.fixture
+def full_gsm8k_train() -> Path:
+    return _full_gsm8k("train")
+
+
+def pytest_collection_modifyitems(config, items):
+    # One marker for the tests .ci/run's second pass runs with the full split (`-m needs_full_data`).
+    for item in items:
+        if any(name in getattr(item, "fixturenames", ()) for name in FULL_DATA_FIXTURES):
+            item.add_marker(pytest.mark.needs_full_data)
+
+
+def resolved_question_ids(dataset_cfg) -> list[str]:
+    """The ids the data layer picks for a dataset config here (the full split or the packaged sample)."""
+    from failfast_bench import data
+
+    return [q.id for q in data.load_questions(dataset_cfg, offline_default=True)[0]]
 
 
 requires_smollm2 = pytest.mark.skipif(not smollm2_available(), reason="SmolLM2 asset missing: python -m failfast_bench.assets fetch smollm2-135m")

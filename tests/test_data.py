@@ -54,9 +54,8 @@ def mt_rows(tag: str = "") -> list[dict]:
 
 @pytest.fixture
 def isolated(tmp_path, monkeypatch):
-    """No env data dir, no shared dir, and an empty asset cache under tmp_path."""
+    """No env data dir and an empty asset cache under tmp_path."""
     monkeypatch.delenv(data.DATA_ENV, raising=False)
-    monkeypatch.setattr(data, "SHARED_DATA_DIR", None)
     monkeypatch.setenv("FAILFAST_BENCH_CACHE", str(tmp_path / "cache"))
     return tmp_path
 
@@ -67,15 +66,6 @@ def fake_asset(name: str, rows: list[dict]) -> Path:
 
 # --------------------------------------------------------------------------------------------
 # Exact prompts
-
-
-def full_gsm8k_test() -> Path:
-    roots = [Path(os.environ[data.DATA_ENV])] if os.environ.get(data.DATA_ENV) else []
-    roots += [data.SHARED_DATA_DIR] if data.SHARED_DATA_DIR else []
-    for root in roots:
-        if (root / "gsm8k" / "test.jsonl").is_file():
-            return root / "gsm8k" / "test.jsonl"
-    pytest.skip("full GSM8K test split not found ($FAILFAST_BENCH_DATA/gsm8k/test.jsonl or ../shared/data/gsm8k)")
 
 
 def packaged(name: str) -> Path:
@@ -91,8 +81,8 @@ def first_message(config: DatasetConfig) -> str:
 
 
 @pytest.mark.parametrize("template, expected", [("code", GSM8K_0_CODE), ("math", GSM8K_0_MATH)])
-def test_gsm8k_line0_prompt_checksums(template, expected):
-    message = first_message(cfg("gsm8k", path=str(full_gsm8k_test()), template=template, question_ids=[0]))
+def test_gsm8k_line0_prompt_checksums(template, expected, full_gsm8k_test):
+    message = first_message(cfg("gsm8k", path=str(full_gsm8k_test), template=template, question_ids=[0]))
     assert (len(message), data.prompt_sha256(message)) == expected
 
 
@@ -143,16 +133,76 @@ def test_explicit_path_beats_env_beats_packaged(isolated, monkeypatch):
     assert source.sha256 == assets.sha256_file(explicit)
 
 
-def test_shared_dir_sits_between_env_and_packaged(isolated, monkeypatch):
+def test_product_never_looks_beside_the_checkout():
+    """Only the user's own settings point at data: no directory next to the repository is searched."""
+    for path in [*(REPO / "src").rglob("*.py"), *(REPO / "conf").rglob("*.yaml"), REPO / "Makefile", REPO / "README.md", *(REPO / "scripts").glob("*")]:
+        assert "shared/data" not in path.read_text(encoding="utf-8"), path
+
+
+def test_env_dir_messages(isolated, monkeypatch, caplog):
     fake_asset("humaneval", [{"task_id": "HumanEval/0", "prompt": "pkg"}])
-    shared = isolated / "shared"
-    write_jsonl(shared / "humaneval" / "HumanEval.jsonl.gz", [{"task_id": "HumanEval/0", "prompt": "shared"}])
-    monkeypatch.setattr(data, "SHARED_DATA_DIR", shared)
-    questions, source = data.load_questions(cfg("humaneval", template="code"))
-    assert source.kind == "shared" and questions[0].turns == ["shared"]
-    write_jsonl(isolated / "env" / "humaneval" / "HumanEval.jsonl", [{"task_id": "HumanEval/0", "prompt": "env"}])
+    caplog.set_level("INFO", logger="failfast_bench.data")
+    data.load_questions(cfg("humaneval"))
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]  # unset: nothing to say
+
+    monkeypatch.setenv(data.DATA_ENV, str(isolated / "typo"))
+    monkeypatch.setattr(data, "_warned_env_dirs", set())
+    for _ in range(3):
+        assert data.load_questions(cfg("humaneval"))[1].kind == "packaged"
+    warnings_ = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings_ == [f"${data.DATA_ENV}={isolated / 'typo'} is not a directory; ignoring it"]  # once per process
+
+    caplog.clear()
+    write_jsonl(isolated / "env" / "gsm8k" / "test.jsonl", [{"question": "q", "answer": "#### 1"}])
     monkeypatch.setenv(data.DATA_ENV, str(isolated / "env"))
-    assert data.load_questions(cfg("humaneval"))[1].kind == "env"
+    assert data.load_questions(cfg("humaneval"))[1].kind == "packaged"  # a GSM8K-only directory is fine
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+def sample_rows(ids=(13, 51, 54)):
+    return [{"id": f"gsm8k-test-{i:04d}", "prompt": f"p{i}", "upstream_answer": "x\n#### 7"} for i in ids]
+
+
+@pytest.mark.parametrize("policy, offline_default, level", [
+    ("auto", True, "INFO"), ("auto", False, "WARNING"), ("warn", True, "WARNING"), ("allow", False, None),
+])
+def test_fallback_to_the_gsm8k_sample_is_said(isolated, caplog, policy, offline_default, level):
+    fake_asset("gsm8k_sample", sample_rows())
+    caplog.set_level("INFO", logger="failfast_bench.data")
+    questions, source = data.load_questions(cfg("gsm8k", num_questions=2, fallback=policy), offline_default=offline_default)
+    assert [q.index for q in questions] == [13, 51]
+    assert "13, 51" in source.fallback and "first 2 lines" in source.fallback and data.DATA_ENV in source.fallback
+    said = [r.levelname for r in caplog.records if "13, 51" in r.getMessage()]
+    assert said == ([level] if level else [])
+
+
+def test_fallback_refused_before_any_model_loads(isolated):
+    fake_asset("gsm8k_sample", sample_rows())
+    with pytest.raises(ConfigError, match="dataset.fallback=refuse: GSM8K test lines 13, 51"):
+        data.dataset_size(cfg("gsm8k", num_questions=2, fallback="refuse"))
+    # Explicit ids the sample holds are what was asked for: no fallback.
+    questions, source = data.load_questions(cfg("gsm8k", question_ids=[51], fallback="refuse"))
+    assert source.fallback is None and questions[0].index == 51
+
+
+def test_unreachable_hub_goes_offline_for_one_call_only(isolated, monkeypatch):
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setattr(data, "_hub_reachable", lambda timeout=2.0: False)
+    seen = []
+
+    def load_dataset(hub_id, config_name, split, **kw):
+        seen.append((os.environ.get("HF_HUB_OFFLINE"), hub_constants.HF_HUB_OFFLINE))
+        raise ConnectionError("not cached")
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    before = hub_constants.HF_HUB_OFFLINE
+    fake_asset("mt_bench", mt_rows("pkg "))
+    assert data.load_questions(cfg("mt_bench", use_hf=True, num_questions=1))[1].kind == "packaged"
+    assert seen == [("1", True)]
+    assert "HF_HUB_OFFLINE" not in os.environ and hub_constants.HF_HUB_OFFLINE == before
 
 
 def test_hf_beats_packaged_and_failures_fall_through(isolated, monkeypatch):
@@ -161,7 +211,7 @@ def test_hf_beats_packaged_and_failures_fall_through(isolated, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     calls = []
 
-    def load_dataset(hub_id, config_name, split):
+    def load_dataset(hub_id, config_name, split, revision=None):
         calls.append((hub_id, config_name, split))
         if hub_id != "philschmid/mt-bench":
             raise ConnectionError("not cached")
@@ -209,12 +259,11 @@ def test_gsm8k_sample_keeps_original_ids(isolated):
         data.load_questions(cfg("gsm8k", question_ids=[0, 1, 5]))
 
 
-def test_real_gsm8k_sample_ids_are_test_lines():
+def test_real_gsm8k_sample_ids_are_test_lines(full_gsm8k_test):
     path = packaged("gsm8k_sample")
     questions, _ = data.load_questions(cfg("gsm8k", path=str(path)))
     assert len(questions) == 100 and all(q.id == str(q.index) for q in questions)
-    full = full_gsm8k_test()
-    lines = full.read_text().splitlines()
+    lines = full_gsm8k_test.read_text().splitlines()
     for q in questions[:5]:
         assert json.loads(lines[q.index])["question"] == q.turns[0]
 

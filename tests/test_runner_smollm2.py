@@ -12,7 +12,7 @@ from failfast_bench.report import collect
 from failfast_bench.latency import load_profile
 from failfast_bench.runner import Runner, format_summary, preflight
 
-from conftest import requires_smollm2
+from conftest import requires_smollm2, resolved_question_ids
 
 pytestmark = [pytest.mark.integration, requires_smollm2]
 
@@ -76,6 +76,6 @@ def test_killed_run_resumes_and_finished_run_is_skipped(tmp_path, monkeypatch):
     assert calls == [0, 1, 1]  # question 0 came from its checkpoint
     assert trace.is_complete(run_dir)
     _, questions, _ = trace.load_run(run_dir)
-    assert list(questions["question_id"]) == ["0", "1"]
+    assert list(questions["question_id"]) == resolved_question_ids(cfg.dataset)
     Runner(cfg).run()  # complete: skipped, nothing recomputed
     assert calls == [0, 1, 1]

@@ -15,7 +15,7 @@ from failfast_bench import sweeps, trace
 from failfast_bench.cli import CONF_DIR, compose
 from failfast_bench.config import validate
 
-from conftest import requires_smollm2
+from conftest import requires_smollm2, resolved_question_ids
 
 # preset -> jobs of its default grid (paper-reference.md §12; micro_tau and concavity are thinned on CPU)
 PRESETS = {
@@ -176,9 +176,10 @@ def test_sigkill_mid_sweep_then_rerun_loses_and_duplicates_nothing(tmp_path):
     assert f"resuming {second.run_dir}: 1 of 2 questions already done" in rerun.stdout
     assert [j.state for j in sweeps.jobs(args)] == ["complete"] * 3
     assert (first.run_dir / trace.COMPLETE_MARKER).stat().st_mtime_ns == first_stamp  # not recomputed
+    expected_ids = resolved_question_ids(compose(args[:1] + args[4:]).dataset)
     for job in (first, second, third):
         _, questions, summary = trace.load_run(job.run_dir)
-        assert list(questions["question_id"]) == ["0", "1"]  # nothing lost, nothing twice
+        assert list(questions["question_id"]) == expected_ids  # nothing lost, nothing twice
         assert summary["metrics"]["lossless_mismatches"] == 0
         assert not (job.run_dir / "partial").exists()
     _, questions, _ = trace.load_run(second.run_dir)

@@ -31,7 +31,6 @@ from failfast_bench.train.data import (
 from tiny_models import VOCAB, greedy_reference, tiny_model
 
 PROJECT = Path(__file__).resolve().parents[1]
-TRAIN_FILE = Path(os.environ.get("FAILFAST_BENCH_DATA", PROJECT.parent / "shared" / "data")) / "gsm8k" / "train.jsonl"
 COMPACT_DIR = PROJECT / "data" / "train_responses" / "smollm2-135m"
 
 
@@ -51,16 +50,14 @@ def test_heldout_rule():
     assert not any(is_heldout(i, 0) for i in range(100))
 
 
-def test_no_evaluation_prompt_in_the_training_set():
+def test_no_evaluation_prompt_in_the_training_set(full_gsm8k_train):
     """GSM8K test, HumanEval and MT-Bench questions must never be training prompts (nor the committed responses')."""
     texts, notes = evaluation_texts()
     if not texts:
         pytest.skip(f"no evaluation prompts found to compare against: {notes}")
-    if not TRAIN_FILE.exists():
-        pytest.skip(f"GSM8K train split not found at {TRAIN_FILE}")
-    questions = tdata.read_question_lines(TRAIN_FILE)
+    questions = tdata.read_question_lines(full_gsm8k_train)
     overlap = [i for i, q in enumerate(questions) if normalize_text(q) in texts]
-    settings = DataSettings(train_path=str(TRAIN_FILE), cache_dir="unused", templates=("math", "code", "chat"))
+    settings = DataSettings(train_path=str(full_gsm8k_train), cache_dir="unused", templates=("math", "code", "chat"))
     _, specs, _ = plan_prompts(settings)
     used = {s.line for s in specs}
     assert not used & set(overlap)

@@ -106,6 +106,11 @@ class DatasetConfig:
     use_hf: bool = True
     hf_id: Optional[str] = None
     hf_config: Optional[str] = None
+    # Hub dataset revision (branch, tag or commit) for the Hugging Face source; the resolved commit is recorded.
+    revision: Optional[str] = None
+    # When the questions differ from the requested ones (GSM8K's packaged 100-question sample instead of the
+    # test split): auto (note it for the offline embedded default, warn otherwise) | warn | refuse | allow.
+    fallback: str = "auto"
 
 
 @dataclass
@@ -206,6 +211,7 @@ def validate(cfg: Any) -> None:
     _check(ds.template in TEMPLATES, f"dataset.template={ds.template!r}; valid: {', '.join(TEMPLATES)}")
     _check(ds.turns in ("first", "both"), f"dataset.turns={ds.turns!r}; valid: first, both")
     _check(ds.selection in ("standard", "paper"), f"dataset.selection={ds.selection!r}; valid: standard, paper")
+    _check(ds.fallback in ("auto", "warn", "refuse", "allow"), f"dataset.fallback={ds.fallback!r}; valid: auto, warn, refuse, allow")
     _check(ds.num_questions is None or ds.num_questions >= 1, f"dataset.num_questions={ds.num_questions} must be >= 1")
     _check(run.max_new_tokens >= 1, f"run.max_new_tokens={run.max_new_tokens} must be >= 1")
     _check(run.threads >= 0, f"run.threads={run.threads} must be >= 0 (0 = torch default)")

@@ -6,11 +6,15 @@ location, SHA-256) so every result can say what it ran on:
 1. ``dataset.path`` (a file, or a directory holding the standard file name);
 2. ``$FAILFAST_BENCH_DATA`` (``gsm8k/<split>.jsonl``, ``humaneval/HumanEval.jsonl[.gz]``,
    ``mt_bench/question.jsonl``);
-3. the project's shared data directory ``<project>/../shared/data`` when it exists (same layout; on the
-   development machines it holds the full GSM8K splits);
-4. Hugging Face ``datasets`` (hub or its local cache; offline mode is forced when the hub is unreachable,
-   so this step fails fast instead of retrying for half a minute);
-5. the packaged offline assets of :mod:`failfast_bench.assets` (for GSM8K only a 100-question sample).
+3. Hugging Face ``datasets`` (hub or its local cache; when the hub is unreachable this one call runs in
+   offline mode, so it fails fast instead of retrying for half a minute, and later model downloads of
+   the same process are not affected);
+4. the packaged offline assets of :mod:`failfast_bench.assets` (for GSM8K only a 100-question sample).
+
+When the questions a run gets differ from the ones it asked for (the packaged GSM8K sample holds test
+lines 13, 51, 54, ... instead of 0, 1, 2, ...), :func:`load_questions` says so according to
+``dataset.fallback``: ``auto`` notes it quietly for the offline embedded default and warns for any other
+target, ``warn`` always warns, ``refuse`` stops the run (paper presets), ``allow`` says nothing.
 
 Prompts: the paper wraps the first user turn in one of its templates (``get_first_user_msg`` in the
 authors' utils.py), quirks included: a leading newline, 8-space indentation, a trailing newline plus 8
@@ -21,8 +25,11 @@ This module never imports torch (validation calls :func:`dataset_size` before an
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import gzip
 import hashlib
+import importlib
 import json
 import logging
 import os
@@ -40,9 +47,6 @@ from .config import DATASET_NAMES, TEMPLATES, ConfigError
 log = logging.getLogger(__name__)
 
 DATA_ENV = "FAILFAST_BENCH_DATA"
-_PROJECT_ROOT = Path(__file__).resolve().parents[2]
-# Only meaningful for a source checkout (an installed wheel has no project root next to it).
-SHARED_DATA_DIR: Optional[Path] = _PROJECT_ROOT.parent / "shared" / "data" if (_PROJECT_ROOT / "pyproject.toml").is_file() else None
 
 # ---------------------------------------------------------------------------------------------
 # Prompt templates, reproduced from the authors' utils.py (commits 4d1ef65 and faf185d). They are
@@ -125,12 +129,16 @@ class Question:
 
 @dataclass
 class DataSource:
-    """Where the rows came from: ``kind`` is path | env | shared | hf | packaged."""
+    """Where the rows came from: ``kind`` is path | env | hf | packaged."""
 
     kind: str
     location: str
     sha256: str  # of the raw file, or of the canonical JSON of the rows (hf)
     n_rows: int
+    # The hub dataset's resolved commit (hf sources whose cache records it).
+    revision: Optional[str] = None
+    # Set by load_questions when the questions differ from the requested ones (why, in one line).
+    fallback: Optional[str] = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -263,19 +271,34 @@ def _from_path(cfg: Any) -> Optional[tuple[list[dict], DataSource]]:
     return _file_source("path", cfg.name, path)
 
 
-def _from_data_dir(cfg: Any, kind: str, directory: Optional[Path]) -> Optional[tuple[list[dict], DataSource]]:
-    if directory is None:
+_warned_env_dirs: set[str] = set()
+_logged: set[str] = set()
+
+
+def _log_once(message: str) -> None:
+    """INFO once per process: validation and the run resolve the same dataset, one line is enough."""
+    if message not in _logged:
+        _logged.add(message)
+        log.info("%s", message)
+
+
+def _from_env_dir(cfg: Any) -> Optional[tuple[list[dict], DataSource]]:
+    raw = os.environ.get(DATA_ENV)
+    if not raw:
         return None
+    directory = Path(os.path.expanduser(raw))
     if not directory.is_dir():
-        if kind == "env":
-            log.warning("$%s=%s is not a directory; ignoring it", DATA_ENV, directory)
+        # The user's own setting, so worth one line - but once per process, not once per dataset load.
+        if raw not in _warned_env_dirs:
+            _warned_env_dirs.add(raw)
+            log.warning("$%s=%s is not a directory; ignoring it", DATA_ENV, raw)
         return None
     found = _find_in_dir(directory, cfg.name, _opt(cfg, "split", "test"))
     if found is None:
-        if kind == "env":
-            log.warning("$%s=%s has no %s file; trying the next source", DATA_ENV, directory, cfg.name)
+        # A data directory may legitimately hold some datasets only (e.g. the GSM8K splits).
+        log.info("$%s=%s has no %s file; trying the next source", DATA_ENV, directory, cfg.name)
         return None
-    return _file_source(kind, cfg.name, found)
+    return _file_source("env", cfg.name, found)
 
 
 def _truthy_env(key: str) -> Optional[bool]:
@@ -285,6 +308,7 @@ def _truthy_env(key: str) -> Optional[bool]:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
+@functools.lru_cache(maxsize=None)
 def _hub_reachable(timeout: float = 2.0) -> bool:
     """Can a TCP connection to the hub (or the HTTPS proxy) be opened within ``timeout`` seconds?"""
     proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
@@ -299,23 +323,49 @@ def _hub_reachable(timeout: float = 2.0) -> bool:
         return False
 
 
-def _force_hf_offline_if_unreachable() -> None:
-    """Without this, ``load_dataset`` retries an unreachable hub for about 25 s before failing."""
-    if _truthy_env("HF_HUB_OFFLINE") or _truthy_env("HF_DATASETS_OFFLINE"):
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    elif _hub_reachable():
+@contextlib.contextmanager
+def _hf_offline_if_unreachable():
+    """Offline mode for one ``load_dataset`` call when the hub cannot be reached.
+
+    Without it ``load_dataset`` retries an unreachable hub for about 25 s before failing. The switch is
+    scoped: setting ``HF_HUB_OFFLINE`` for the whole process would make every later model download of
+    the run fail on a machine whose hub merely answered slowly once.
+    """
+    if _truthy_env("HF_HUB_OFFLINE") or _truthy_env("HF_DATASETS_OFFLINE") or _hub_reachable():
+        yield
         return
-    else:
-        log.info("Hugging Face hub unreachable: using the datasets cache only (HF_HUB_OFFLINE=1)")
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        os.environ["HF_DATASETS_OFFLINE"] = "1"
-    # The libraries read these variables at import time; patch them if already imported.
-    if "datasets.config" in sys.modules:
-        sys.modules["datasets.config"].HF_HUB_OFFLINE = True
-        sys.modules["datasets.config"].HF_DATASETS_OFFLINE = True
-    if "huggingface_hub.constants" in sys.modules:
-        sys.modules["huggingface_hub.constants"].HF_HUB_OFFLINE = True
+    _log_once("Hugging Face hub unreachable: looking in the datasets cache only")
+    saved_env = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
+    # The libraries read these at import time, so their module constants are switched too.
+    flags = [("datasets.config", "HF_HUB_OFFLINE"), ("datasets.config", "HF_DATASETS_OFFLINE"), ("huggingface_hub.constants", "HF_HUB_OFFLINE")]
+    for module_name in {m for m, _ in flags}:
+        try:  # imported before the switch, so restoring their constants afterwards is complete
+            importlib.import_module(module_name)
+        except ImportError:
+            pass
+    saved_flags = [(sys.modules[m], a, getattr(sys.modules[m], a)) for m, a in flags if hasattr(sys.modules.get(m), a)]
+    os.environ.update({k: "1" for k in saved_env})
+    for module, attr, _ in saved_flags:
+        setattr(module, attr, True)
+    try:
+        yield
+    finally:
+        for module, attr, value in saved_flags:
+            setattr(module, attr, value)
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _hf_dataset_revision(dataset: Any) -> Optional[str]:
+    """The hub commit a cached dataset was built from (its cache path holds it), when recorded."""
+    for entry in getattr(dataset, "cache_files", None) or []:
+        for part in Path(entry.get("filename", "")).parts:
+            if len(part) == 40 and all(c in "0123456789abcdef" for c in part):
+                return part
+    return None
 
 
 def canonical_rows_sha256(rows: list[dict]) -> str:
@@ -331,15 +381,17 @@ def _from_hf(cfg: Any) -> Optional[tuple[list[dict], DataSource]]:
     hub_config = _opt(cfg, "hf_config", hub_config)
     hub_split = hub_split or _opt(cfg, "split", "test")
     location = f"hf:{hub_id}" + (f"[{hub_config}]" if hub_config else "") + f"/{hub_split}"
+    revision = _opt(cfg, "revision")
     try:
-        _force_hf_offline_if_unreachable()
-        from datasets import load_dataset
+        with _hf_offline_if_unreachable():
+            from datasets import load_dataset
 
-        rows = load_dataset(hub_id, hub_config, split=hub_split).to_list()
+            dataset = load_dataset(hub_id, hub_config, split=hub_split, revision=revision)
+            rows = dataset.to_list()
     except Exception as exc:  # any failure (missing package, no cache, bad id) falls through
-        log.info("%s unavailable (%s: %s); trying the next source", location, type(exc).__name__, str(exc).splitlines()[0][:200] if str(exc) else "")
+        _log_once(f"{location} unavailable ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); trying the next source")
         return None
-    return rows, DataSource("hf", location, canonical_rows_sha256(rows), len(rows))
+    return rows, DataSource("hf", location, canonical_rows_sha256(rows), len(rows), revision=_hf_dataset_revision(dataset) or revision)
 
 
 def _from_packaged(cfg: Any) -> tuple[list[dict], DataSource]:
@@ -360,14 +412,8 @@ def _from_packaged(cfg: Any) -> tuple[list[dict], DataSource]:
 
 def resolve_rows(cfg: Any) -> tuple[list[dict], DataSource]:
     """Raw rows of the configured dataset and where they came from (first source that has them)."""
-    env = os.environ.get(DATA_ENV)
-    for attempt in (
-        lambda: _from_path(cfg),
-        lambda: _from_data_dir(cfg, "env", Path(os.path.expanduser(env)) if env else None),
-        lambda: _from_data_dir(cfg, "shared", SHARED_DATA_DIR),
-        lambda: _from_hf(cfg),
-    ):
-        found = attempt()
+    for attempt in (_from_path, _from_env_dir, _from_hf):
+        found = attempt(cfg)
         if found is not None:
             return found
     return _from_packaged(cfg)
@@ -496,14 +542,53 @@ def _select(questions: list[Question], cfg: Any, source: DataSource) -> list[Que
     return chosen
 
 
-def load_questions(cfg: Any) -> tuple[list[Question], DataSource]:
+FALLBACK_POLICIES = ("auto", "warn", "refuse", "allow")
+
+
+def fallback_note(cfg: Any, source: DataSource, chosen: list[Question]) -> Optional[str]:
+    """One line when the questions differ from the requested ones, else None.
+
+    Without ``question_ids`` a run asks for the first ``num_questions`` of the canonical split; only the
+    packaged GSM8K sample can answer with other questions (explicit ids it lacks are refused earlier).
+    """
+    if source.kind != "packaged" or cfg.name != "gsm8k" or _opt(cfg, "question_ids") is not None:
+        return None
+    ids = ", ".join(str(q.index) for q in chosen[:5]) + (", ..." if len(chosen) > 5 else "")
+    return (
+        f"GSM8K test lines {ids} from the packaged {source.n_rows}-question sample, not the first {len(chosen)} lines of "
+        f"the test split (not found in dataset.path, ${DATA_ENV} or the Hugging Face hub/cache); for the full split "
+        f"set ${DATA_ENV} to a directory holding gsm8k/test.jsonl, or run where the hub is reachable"
+    )
+
+
+def _apply_fallback_policy(cfg: Any, note: Optional[str], offline_default: bool) -> None:
+    policy = _opt(cfg, "fallback", "auto")
+    if policy not in FALLBACK_POLICIES:
+        raise ConfigError(f"dataset.fallback={policy!r}; valid: {', '.join(FALLBACK_POLICIES)}")
+    if note is None or policy == "allow":
+        return
+    if policy == "refuse":
+        raise ConfigError(f"dataset.fallback=refuse: {note}")
+    if policy == "auto" and offline_default:
+        log.info("questions: %s", note)  # the designed offline path of the embedded default
+    else:
+        log.warning("questions differ from the requested ones: %s", note)
+
+
+def load_questions(cfg: Any, offline_default: bool = False) -> tuple[list[Question], DataSource]:
     """The run's questions, in the dataset's order, and the source they were read from.
 
     ``question_ids`` filters by :attr:`Question.index`; ``num_questions`` then keeps the first N.
-    Raises :class:`ConfigError` for unknown ids or more questions than the source holds.
+    Raises :class:`ConfigError` for unknown ids or more questions than the source holds. When the
+    questions differ from the requested ones, ``source.fallback`` says how and ``dataset.fallback``
+    decides whether that is noted, warned about or refused (``offline_default``: the run's target is the
+    offline embedded default, for which the packaged sample is the expected source).
     """
     questions, source = _all_questions(cfg)
-    return _select(questions, cfg, source), source
+    chosen = _select(questions, cfg, source)
+    source.fallback = fallback_note(cfg, source, chosen)
+    _apply_fallback_policy(cfg, source.fallback, offline_default)
+    return chosen, source
 
 
 def dataset_size(cfg: Any) -> int:
@@ -512,5 +597,7 @@ def dataset_size(cfg: Any) -> int:
     Also checks that the selection fits, so a run can refuse a bad config before loading a model.
     """
     questions, source = _all_questions(cfg)
-    _select(questions, cfg, source)
+    chosen = _select(questions, cfg, source)
+    if _opt(cfg, "fallback", "auto") == "refuse":
+        _apply_fallback_policy(cfg, fallback_note(cfg, source, chosen), False)
     return len(questions)

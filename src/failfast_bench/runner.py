@@ -26,8 +26,10 @@ from .latency import HardwareProfile, available_profiles, load_profile
 
 # Keys that do not change results: excluded from the config hash.
 _UNHASHED_RUN_KEYS = ("progress", "output_dir", "skip_if_complete", "threads")
+# Options that never change what a run computes (how it reports or refuses), excluded from the hash.
+_UNHASHED_KEYS = (("dataset", "fallback"),)
 # Options added after runs were committed: at their default they leave the hash (and the run directory) as it was.
-_HASHED_ONLY_IF_SET = (("drafter", "draft_vocab", False),)
+_HASHED_ONLY_IF_SET = (("drafter", "draft_vocab", False), ("dataset", "revision", None))
 
 
 def config_hash(cfg) -> str:
@@ -36,6 +38,8 @@ def config_hash(cfg) -> str:
     container.pop("hardware", None)  # pricing only: re-priced by report without rerunning
     for key in _UNHASHED_RUN_KEYS:
         container.get("run", {}).pop(key, None)
+    for group, key in _UNHASHED_KEYS:
+        container.get(group, {}).pop(key, None)
     for group, key, default in _HASHED_ONLY_IF_SET:
         if container.get(group, {}).get(key, default) == default:
             container.get(group, {}).pop(key, None)
@@ -86,11 +90,12 @@ def preflight(cfg) -> dict[str, Any]:
 
         check_replayable(cfg)
     drafter_model = resolve_drafter_model(cfg)
+    # The model first: on a fresh machine its fetch command is the one to show.
+    for name in cfg.target.assets:
+        assets.require(name)
     size = data.dataset_size(cfg.dataset)
     if cfg.dataset.num_questions is not None and cfg.dataset.num_questions > size and not cfg.dataset.question_ids:
         raise ConfigError(f"dataset.num_questions={cfg.dataset.num_questions} but {cfg.dataset.name} has {size} questions")
-    for name in cfg.target.assets:
-        assets.require(name)
     if drafter_model not in (None, "target"):
         check_drafter_tokenizer(cfg, drafter_model)
     return {"dataset_size": size}
@@ -203,7 +208,7 @@ class Runner:
 
         if cfg.run.threads:
             torch.set_num_threads(cfg.run.threads)
-        questions, source = data.load_questions(cfg.dataset)
+        questions, source = data.load_questions(cfg.dataset, offline_default=str(cfg.target.model).startswith("asset:"))
         device = models.pick_device(cfg.run.device)
         dtype = models.pick_dtype(cfg.run.dtype, device)
         t_src = models.resolve_source(cfg.target.model, cfg.target.gguf_file, cfg.target.revision)
@@ -391,6 +396,8 @@ class Runner:
             "stop_reasons": rounds["stop_reason"].value_counts().to_dict() if len(rounds) else {},
             "draft_len": _distribution(rounds["draft_len"]) if len(rounds) else {},
             "load_seconds": load_seconds,
+            # null, or one line saying how the questions differ from the requested ones (packaged GSM8K sample).
+            "dataset_fallback": getattr(source, "fallback", None),
         }
         man = manifest.build_manifest(cfg, source=source, target=target, drafter=drafter, run_hash=summary["config_hash"])
         man["target_model"] = models.model_identity(target)

@@ -43,11 +43,11 @@ def _data_settings(cfg, heldout: bool = False):
 
 
 def _main_data_settings(cfg):
-    from .data import DataSettings
+    from .data import DataSettings, resolve_train_file
 
     d = cfg.data
     return DataSettings(
-        train_path=str(_path(d.train_path)),
+        train_path=str(resolve_train_file(d.train_path and str(_path(d.train_path)), _path(cfg.cache_root))),
         cache_dir=str(_path(d.cache_dir)),
         templates=tuple(d.templates),
         seed=int(d.seed),

@@ -56,11 +56,45 @@ class PromptSpec:
     template: str
 
 
+def resolve_train_file(raw: Optional[str], cache_root: Path) -> Path:
+    """The GSM8K-train file: ``raw`` when given, else ``$FAILFAST_BENCH_DATA/gsm8k/train.jsonl``, else the
+    Hugging Face ``openai/gsm8k`` train split (hub or its cache) written once to ``cache_root`` as JSON lines.
+    """
+    from types import SimpleNamespace
+
+    from .. import data as bench_data
+
+    if raw:
+        return Path(os.path.expanduser(str(raw)))
+    split = SimpleNamespace(name="gsm8k", split="train", use_hf=True)
+    env = os.environ.get(bench_data.DATA_ENV)
+    if env and Path(os.path.expanduser(env)).is_dir():
+        found = bench_data._find_in_dir(Path(os.path.expanduser(env)), "gsm8k", "train")
+        if found is not None:
+            return found
+    materialized = Path(os.path.expanduser(str(cache_root))) / "train_data" / "gsm8k_train.jsonl"
+    if materialized.is_file():
+        return materialized
+    from_hub = bench_data._from_hf(split)
+    if from_hub is None:
+        raise FileNotFoundError(
+            f"GSM8K train split not found: set data.train_path=<train.jsonl>, or ${bench_data.DATA_ENV} to a directory "
+            "holding gsm8k/train.jsonl (https://github.com/openai/grade-school-math, grade_school_math/data/train.jsonl), "
+            "or run where the Hugging Face hub (openai/gsm8k) is reachable"
+        )
+    rows, _ = from_hub
+    materialized.parent.mkdir(parents=True, exist_ok=True)
+    tmp = materialized.with_suffix(".partial")
+    tmp.write_text("".join(json.dumps({"question": r["question"], "answer": r["answer"]}, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    tmp.replace(materialized)
+    return materialized
+
+
 def read_question_lines(path: Path) -> list[str]:
     """The ``question`` field of every line of a GSM8K-style ``.jsonl`` file (line order kept)."""
     path = Path(os.path.expanduser(str(path)))
     if not path.is_file():
-        raise FileNotFoundError(f"training questions file {path} does not exist (set data.train_path or $FAILFAST_BENCH_DATA)")
+        raise FileNotFoundError(f"training questions file {path} does not exist (set data.train_path, or $FAILFAST_BENCH_DATA to a directory holding gsm8k/train.jsonl)")
     questions = []
     with open(path, encoding="utf-8") as fh:
         for number, line in enumerate(fh):
