@@ -20,7 +20,8 @@ from failfast_bench.config import ConfigError, validate
 
 from conftest import requires_smollm2
 
-SWEEP_FILES = sorted((CONF_DIR / "sweeps").glob("*.yaml"))
+SWEEP_FILES = sorted((CONF_DIR / "sweeps").glob("*.yaml"))  # CPU sweeps: run here on SmolLM2
+GPU_SWEEP_FILES = sorted((CONF_DIR / "sweeps" / "gpu").glob("*.yaml"))  # paper scale: validated here
 
 
 @pytest.fixture(autouse=True)
@@ -147,9 +148,10 @@ def generated_overrides(spec: dict) -> list[list[str]]:
 
 def test_there_are_sweep_files():
     assert {p.stem for p in SWEEP_FILES} >= {"failfast_grid", "micro_tau", "micro_nmax", "ar_grid", "dllm_grid"}
+    assert {p.stem for p in GPU_SWEEP_FILES} >= {"failfast_grid", "ar_grid", "dllm_grid"}
 
 
-@pytest.mark.parametrize("path", SWEEP_FILES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", SWEEP_FILES + GPU_SWEEP_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_sweep_file_is_a_valid_wandb_sweep_of_the_hydra_app(path, tmp_path):
     spec = load_sweep(path)
     assert spec["method"] in ("grid", "random", "bayes")

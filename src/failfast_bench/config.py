@@ -149,9 +149,9 @@ class RunSettings:
     device: str = "auto"  # auto | cpu | cuda
     dtype: str = "float32"  # float32 | bfloat16 | float16 | auto
     threads: int = 2
-    # Run vanilla decoding of each question in the same process: the measured-speedup baseline and
-    # the losslessness reference.
-    measure_vanilla: bool = True
+    # The vanilla reference (measured-speedup baseline and losslessness reference), see vanilla.py:
+    # auto (reuse an earlier identical measurement on CUDA, measure in this process on CPU) | always | reuse | never.
+    measure_vanilla: str = "auto"
     progress: bool = True
     output_dir: str = "${hydra:runtime.output_dir}"
     # Reuse complete results of an identical config (by config hash) instead of rerunning.
@@ -214,6 +214,10 @@ def validate(cfg: Any) -> None:
     _check(ds.fallback in ("auto", "warn", "refuse", "allow"), f"dataset.fallback={ds.fallback!r}; valid: auto, warn, refuse, allow")
     _check(ds.num_questions is None or ds.num_questions >= 1, f"dataset.num_questions={ds.num_questions} must be >= 1")
     _check(run.max_new_tokens >= 1, f"run.max_new_tokens={run.max_new_tokens} must be >= 1")
+    _check(
+        str(run.measure_vanilla).lower() in ("auto", "always", "reuse", "never", "true", "false"),
+        f"run.measure_vanilla={run.measure_vanilla!r}; valid: auto, always, reuse, never",
+    )
     _check(run.threads >= 0, f"run.threads={run.threads} must be >= 0 (0 = torch default)")
     _check(run.device in ("auto", "cpu", "cuda") or run.device.startswith("cuda:"), f"run.device={run.device!r}; valid: auto, cpu, cuda")
     _check(

@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 from omegaconf import OmegaConf
 
-from . import trace
+from . import trace, vanilla
 from .config import ConfigError, validate
 from .drafters import config_name, resolve_drafter_model
 from .drafters.draft_vocab import VOCAB_FILE
@@ -38,6 +38,9 @@ def config_hash(cfg) -> str:
     container.pop("hardware", None)  # pricing only: re-priced by report without rerunning
     for key in _UNHASHED_RUN_KEYS:
         container.get("run", {}).pop(key, None)
+    if "measure_vanilla" in container.get("run", {}):
+        # Reused or re-measured, the reference is the same experiment; only "never" changes what a run holds.
+        container["run"]["measure_vanilla"] = vanilla.measures(container["run"]["measure_vanilla"])
     for group, key in _UNHASHED_KEYS:
         container.get(group, {}).pop(key, None)
     for group, key, default in _HASHED_ONLY_IF_SET:
@@ -156,6 +159,8 @@ class _Tools:
     continuation_store: Any  # replay only
     continuations: dict  # replay only: prompt ids -> the target's cached greedy continuation
     progress: Any  # tqdm
+    vanilla_policy: str = "always"  # always | reuse | never (run.measure_vanilla on this device)
+    vanilla_store: Any = None
 
 
 # One loaded target per process: a multirun sweep runs its jobs one after another in one process, and
@@ -247,7 +252,10 @@ class Runner:
             tokenizer=tokenizer, verifier=verifier, vanilla_verifier=vanilla_verifier, drafter=drafter, stop_ids=stop_ids,
             reference_store=lossless.ReferenceStore(target_id=target_id, max_new_tokens=cfg.run.max_new_tokens),
             continuation_store=continuation_store, continuations=continuations, progress=tqdm,
+            vanilla_policy=vanilla.policy(cfg.run.measure_vanilla, vanilla_verifier.device.type),
+            vanilla_store=vanilla.VanillaStore(*vanilla.setup_key(target_id, cfg.run.max_new_tokens, vanilla_verifier.device)),
         )
+        self._tools = tools
         done = sorted(p.name for p in partial.glob("q*.json"))
         if done:
             print(f"[failfast-bench] resuming {self.run_dir}: {len(done)} of {len(questions)} questions already done")
@@ -288,11 +296,16 @@ class Runner:
             # Nothing is timed in replay: the target does not run, so no wall-clock baseline exists.
             return replay.vanilla_output(made.tokens, cfg.run.max_new_tokens, tools.stop_ids), None
         reference = tools.reference_store.get(qid, prompt)
-        if cfg.run.measure_vanilla and not is_vanilla:
-            van = generate(tools.vanilla_verifier, VanillaDrafter(), prompt, cfg.run.max_new_tokens, tools.stop_ids, question_id=qid)
-            tools.reference_store.put(qid, prompt, van.output_tokens)
-            return van.output_tokens, van.wall_seconds
-        return reference, None
+        if tools.vanilla_policy == "never" or is_vanilla:
+            return reference, None
+        if tools.vanilla_policy == "reuse":
+            earlier = tools.vanilla_store.get(qid, prompt)
+            if earlier is not None:
+                return earlier.output_tokens, earlier.wall_seconds
+        van = generate(tools.vanilla_verifier, VanillaDrafter(), prompt, cfg.run.max_new_tokens, tools.stop_ids, question_id=qid)
+        tools.reference_store.put(qid, prompt, van.output_tokens)
+        tools.vanilla_store.put(qid, prompt, van.output_tokens, van.wall_seconds, str(self.run_dir))
+        return van.output_tokens, van.wall_seconds
 
     def _run_question(self, index, question, tools: _Tools):
         from . import data
@@ -304,6 +317,7 @@ class Runner:
         turns = question.turns if cfg.dataset.turns == "both" else question.turns[:1]
         answers: list[str] = []
         all_rounds: list[trace.RoundRecord] = []
+        reused_before = len(tools.vanilla_store.reused) if tools.vanilla_store is not None else 0
         totals = dict(wall=0.0, prefill=0.0, drafter=0.0, verify=0.0, forward=0.0, vanilla=0.0)
         output_all: list[int] = []
         reference_all: list[int] = []
@@ -322,6 +336,7 @@ class Runner:
             r_bar.close()
             if is_vanilla and not self.replay:
                 vanilla_seconds = gen.wall_seconds
+                tools.vanilla_store.put(qid, prompt, gen.output_tokens, gen.wall_seconds, str(self.run_dir))
                 if reference is None:
                     reference = gen.output_tokens
                     tools.reference_store.put(qid, prompt, reference)
@@ -341,7 +356,7 @@ class Runner:
             # The next turn continues from the target's own greedy answer (identical when lossless).
             answers.append(tokenizer.decode(reference if reference is not None else gen.output_tokens, skip_special_tokens=True))
         divergence = first_divergence(output_all, reference_all) if reference_all else None
-        have_vanilla = (cfg.run.measure_vanilla or is_vanilla) and not self.replay
+        have_vanilla = (tools.vanilla_policy != "never" or is_vanilla) and not self.replay
         q_rec = trace.QuestionRecord(
             question_id=question.id,
             question_index=index,
@@ -364,7 +379,10 @@ class Runner:
             lossless_mismatch=divergence is not None,
             first_divergence=divergence,
             output_text=tokenizer.decode(output_all, skip_special_tokens=False),
-            extra={"turns": len(turns), "reference_checked": bool(reference_all), **({"replay": True} if self.replay else {})},
+            extra={
+                "turns": len(turns), "reference_checked": bool(reference_all), **({"replay": True} if self.replay else {}),
+                **({"vanilla_reused": True} if tools.vanilla_store is not None and len(tools.vanilla_store.reused) > reused_before else {}),
+            },
         )
         return q_rec, all_rounds
 
@@ -401,6 +419,9 @@ class Runner:
         }
         man = manifest.build_manifest(cfg, source=source, target=target, drafter=drafter, run_hash=summary["config_hash"])
         man["target_model"] = models.model_identity(target)
+        tools = getattr(self, "_tools", None)
+        if tools is not None and not self.replay:
+            man["vanilla_reference"] = tools.vanilla_store.manifest(tools.vanilla_policy)
         trace.write_parquet(rounds, self.run_dir / "rounds.parquet")
         trace.write_parquet(questions, self.run_dir / "questions.parquet")
         trace.write_text(OmegaConf.to_yaml(cfg, resolve=True), self.run_dir / "config.yaml")
