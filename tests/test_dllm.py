@@ -51,7 +51,7 @@ class ScriptedModel:
 
     ``conf[pos]`` (or ``conf[(pos, visit)]``) sets the top-1 probability a denoising pass reports for a
     masked position on its visit-th pass; ``tokens[pos]`` the token. Cache writes predict
-    ``boundary[pos]`` for the position after each block.
+    ``boundary[pos]`` for the position after each block; ``cached`` holds the tokens written so far.
     """
 
     block_size = 32
@@ -65,6 +65,7 @@ class ScriptedModel:
         self.boundary: dict = {}
         self.visits: defaultdict = defaultdict(int)
         self.calls: list = []
+        self.cached: list = []
 
     @property
     def cache_len(self) -> int:
@@ -72,10 +73,12 @@ class ScriptedModel:
 
     def reset(self) -> None:
         self.length = 0
+        self.cached = []
 
     def crop(self, keep: int) -> None:
         assert keep % 32 == 0 and keep <= self.length
         self.length = keep
+        del self.cached[keep:]
 
     def _logits(self, token: int, conf: float) -> torch.Tensor:
         probs = torch.full((V,), (1.0 - conf) / (V - 1))
@@ -86,6 +89,7 @@ class ScriptedModel:
         assert self.length % 32 == 0 and len(tokens) % 32 == 0
         start = self.length
         self.length += len(tokens)
+        self.cached.extend(tokens)
         self.calls.append(("write", start, len(tokens)))
         ends = range(start + 32, self.length + 1, 32) if every_block_end else [self.length]
         rows = [self._logits(*self.boundary.get(p, (token_at(p), 0.99))) for p in ends]
@@ -160,13 +164,42 @@ def test_trace_b_block_aligned_context():
     assert d.model.calls[0] == ("write", 0, 96)
 
 
-def test_trace_b_with_reused_cache_supplies_first_token():
+def test_trace_b_after_cache_update_faithful_prefills_afresh():
+    # ℓ = 160 lands exactly on the cache end left by round 1's cache update [128, 160). The authors' code
+    # does not reuse that pass's output here: a fresh prefill over [0, 160) runs (P += 1) and its last
+    # logit yields token 160. The scripted fresh logit differs from the stored one to tell them apart.
     d = failfast()
     d.start(ctx(40))
     first = d.propose(ctx(100))  # leaves the cache at 160
+    assert d.model.cache_len == 160
+    d.model.boundary[160] = (777, 0.6)  # what a prefill over [0, 160) predicts from now on
+    d.checks.clear()
     second = d.propose((ctx(100) + first.tokens)[:160])
-    assert passes(second) == (0, 8, 1) and len(second.tokens) == 60
-    assert second.tokens[0] == token_at(160)
+    assert passes(second) == (1, 8, 1) and second.total_passes == 10  # Trace B + the prefill
+    assert d.model.calls[-10] == ("write", 0, 160)
+    assert second.tokens[0] == 777 and second.confidences[0] == approx(0.6)
+    assert second.tokens[1:] == [token_at(p) for p in range(161, 220)]
+    assert d.checks == [(15, 10), (23, 20), (31, 30), (38, 40), (54, 50), (62, 60)]
+    assert second.stop_reason == STOP_CAP and len(second.tokens) == 60
+    assert not second.extra["kv_reused"] and not second.extra["stale_kv"]
+
+
+@pytest.mark.parametrize("how", ["clean", "override"])
+def test_trace_b_after_cache_update_clean_shortcut_reuses_stored_logit(how):
+    # The documented clean-mode option: reuse the cache, take token 160 from the logit the cache update
+    # stored (no pass). N_max = 70 lets the clean round complete block [128, 160) as the faithful one does.
+    kw = dict(mode="clean", n_max=70) if how == "clean" else dict(boundary_reuse=True)
+    d = failfast(**kw)
+    assert d.boundary_reuse and d.describe()["boundary_reuse"]
+    d.start(ctx(40))
+    first = d.propose(ctx(100))
+    assert d.model.cache_len == 160
+    d.model.boundary[160] = (777, 0.6)  # a fresh prefill would predict this; the shortcut never asks
+    second = d.propose((ctx(100) + first.tokens)[:160])
+    assert passes(second)[0] == 0
+    assert second.tokens[0] == token_at(160) and second.confidences[0] == approx(0.99)
+    assert second.extra["kv_reused"] and not second.extra["stale_kv"]
+    assert ("write", 0, 160) not in d.model.calls
 
 
 # -- stopping rules ---------------------------------------------------------------------------------
@@ -270,6 +303,18 @@ def test_budget_ends_round_before_window():
     assert passes(draft) == (1, 8, 2)
 
 
+@pytest.mark.parametrize("mode", ["faithful", "clean"])
+def test_budget_ending_on_a_stop_token_reports_stop_token(mode):
+    # The last cache update of the budget (block [128, 160)) yields the stop token at 160.
+    d = failfast(n_max=200, budget=64, mode=mode)
+    d.model.boundary[160] = (STOP, 0.99)
+    d.start(ctx(40))
+    draft = d.propose(ctx(100))
+    assert draft.stop_reason == STOP_TOKEN
+    assert draft.tokens == [token_at(p) for p in range(100, 160)] + [STOP]
+    assert passes(draft) == (1, 8, 2) and draft.reported_len == 70
+
+
 def test_most_confident_position_always_commits():
     d = DllmDrafter(ScriptedModel(), spec_len=3, theta=0.9, stop_ids=(STOP,))
     for pos, conf in zip(range(100, 104), (0.5, 0.6, 0.7, 0.8)):
@@ -345,18 +390,49 @@ def test_crop_policy_extends_instead_of_reprefilling():
     assert passes(r3)[0] == 1 and ("write", 128, 64) in d.model.calls
 
 
-def test_stale_block_after_correction_on_its_last_token():
+@pytest.mark.parametrize(
+    "policy,boundary_reuse,extra,prefill,stale",
+    [
+        ("exact", False, [], 1, False),  # faithful, ℓ = 160: fresh prefill over [0, 160) holds the correction
+        ("exact", True, [], 0, True),  # clean shortcut, ℓ = 160: stale block and its stale stored logit
+        ("exact", False, [11], 0, True),  # ℓ = 161: the authors' exact-length reuse keeps the stale block
+        ("crop", False, [], 1, False),  # crop rewrites the mismatching block [128, 160) only
+    ],
+)
+def test_stale_block_after_correction_on_its_last_token(policy, boundary_reuse, extra, prefill, stale):
     # The verifier corrected position 159, the last one of the cached block [128, 160).
-    for policy, prefill, stale in [("exact", 0, True), ("crop", 1, False)]:
-        d = failfast(kv_policy=policy)
+    d = failfast(kv_policy=policy, **({"boundary_reuse": True} if boundary_reuse else {}))
+    d.start(ctx(40))
+    first = d.propose(ctx(100))
+    assert d.model.cache_len == 160 and d.model.cached[159] == first.tokens[59]
+    context = ctx(100) + first.tokens[:59] + [7] + extra
+    draft = d.propose(context)
+    assert passes(draft)[0] == prefill
+    assert draft.extra["stale_kv"] is stale and draft.extra["kv_reused"] is (prefill == 0 or policy == "crop")
+    assert (d.model.cached[159] == 7) is not stale
+    if policy == "crop":
+        assert ("write", 128, 32) in d.model.calls
+    elif prefill:
+        assert ("write", 0, 160) in d.model.calls
+
+
+def test_fixed_length_drafter_prefills_afresh_at_a_block_boundary():
+    # The Fast-dLLM baseline shares the authors' prefix code: same rule, same clean-mode shortcut.
+    for mode, prefill, first_token in [("faithful", 1, 777), ("clean", 0, token_at(128))]:
+        d = DllmDrafter(ScriptedModel(), spec_len=30, theta=0.9, stop_ids=(STOP,), mode=mode)
         d.start(ctx(40))
-        first = d.propose(ctx(100))
-        context = ctx(100) + first.tokens[:59] + [7]
-        draft = d.propose(context)
-        assert passes(draft)[0] == prefill, policy
-        assert draft.extra["stale_kv"] is stale
-        if policy == "crop":
-            assert ("write", 128, 32) in d.model.calls
+        first = d.propose(ctx(100))  # window [100, 130) completes block [96, 128): cache ends at 128
+        assert d.model.cache_len == 128 and first.stop_reason == STOP_FIXED
+        d.model.boundary[128] = (777, 0.6)
+        second = d.propose((ctx(100) + first.tokens)[:128])
+        assert passes(second)[0] == prefill, mode
+        assert second.tokens[0] == first_token, mode
+        assert d.describe()["mode"] == mode
+
+
+def test_unknown_mode_is_refused():
+    with pytest.raises(ValueError, match="mode"):
+        DllmDrafter(ScriptedModel(), mode="fast")
 
 
 # -- draft reuse (paper §6, Appendix E) ----------------------------------------------------------------
@@ -438,11 +514,18 @@ def prompt_of(n: int) -> list[int]:
 
 DRAFTERS = {
     "dllm": lambda m: DllmDrafter(m, spec_len=5, theta=0.9, stop_ids=(EOS,)),
+    "dllm_clean": lambda m: DllmDrafter(m, spec_len=5, theta=0.9, mode="clean", stop_ids=(EOS,)),  # boundary shortcut
     "failfast": lambda m: FailFastDrafter(m, tau=0.0, n=10, n_max=60, stop_ids=(EOS,)),
     "failfast_clean_crop": lambda m: FailFastDrafter(m, tau=0.0, mode="clean", kv_policy="crop", stop_ids=(EOS,)),
     "failfast_reuse_off": lambda m: FailFastDrafter(m, tau=0.3, reuse_kv=False, reuse_drafts=True, stop_ids=(EOS,)),
 }
-CASES = [("qwen_pair", "dllm"), ("qwen_pair", "failfast"), ("llama_pair", "failfast_clean_crop"), ("llama_pair", "failfast_reuse_off")]
+CASES = [
+    ("qwen_pair", "dllm"),
+    ("qwen_pair", "dllm_clean"),
+    ("qwen_pair", "failfast"),
+    ("llama_pair", "failfast_clean_crop"),
+    ("llama_pair", "failfast_reuse_off"),
+]
 
 
 @pytest.mark.parametrize("pair,kind", CASES)
@@ -462,6 +545,8 @@ def test_lossless_end_to_end(pair, kind, request):
             assert r.stop_reason in STOP_REASONS
             assert len(r.confidences) == len(r.draft_tokens)
             assert all(0.0 <= c <= 1.0 and not math.isnan(c) for c in r.confidences)
+            if drafter.kv_policy != "crop" and not drafter.boundary_reuse and r.prefix_len % 32 == 0:
+                assert r.passes_prefill == 1, (kind, n, r.round)  # block-aligned ℓ: a fresh prefill, never reuse
 
 
 # -- construction from a run config ---------------------------------------------------------------------
@@ -475,10 +560,14 @@ def test_build_from_config(llama_pair, qwen_pair):
     cfg = SimpleNamespace(target=SimpleNamespace(name="tiny"), drafter=DrafterConfig(name="failfast", theta=0.05, mode="clean"))
     drafter = dllm.build(cfg, str(directory), target, None, [EOS], torch.device("cpu"), torch.float32)
     assert isinstance(drafter, FailFastDrafter) and drafter.mode == "clean" and drafter.kv_policy == "exact"
+    assert drafter.boundary_reuse  # clean mode keeps the block-aligned shortcut
     assert drafter.describe()["model"]["layout"] == "project"
     cfg.drafter = DrafterConfig(name="dllm", spec_len=7, reuse_kv=False)
     drafter = dllm.build(cfg, str(directory), target, None, [EOS], torch.device("cpu"), torch.float32)
     assert isinstance(drafter, DllmDrafter) and drafter.spec_len == 7 and drafter.kv_policy == "off"
+    assert drafter.mode == "faithful" and not drafter.boundary_reuse
+    cfg.drafter = DrafterConfig(name="dllm", mode="clean")
+    assert dllm.build(cfg, str(directory), target, None, [EOS], torch.device("cpu"), torch.float32).boundary_reuse
     q_target, q_dir = qwen_pair
     cfg.drafter = DrafterConfig(name="dllm", mask_token_id=101)
     assert dllm.build(cfg, str(q_dir), q_target, None, [EOS], torch.device("cpu"), torch.float32).mask_token_id == 101

@@ -67,6 +67,8 @@ class DrafterConfig:
     # Max new tokens one drafter call may generate (paper: 3 blocks = 96).
     budget: int = 96
     # FailFast semantics: "faithful" (authors' code) or "clean" (own-token confidences, cap on length).
+    # dllm and failfast: at a block-aligned context with a cache ending there, faithful re-prefills like the
+    # authors' code; clean reuses the cache and the token its last cache update predicted (one pass fewer).
     mode: str = "faithful"
     reuse_kv: bool = True
     # How a reused drafter KV cache is matched to the new context: "exact" (paper: reuse only when the

@@ -4,7 +4,7 @@ One drafting round (paper-reference §4.4), shared by both drafters:
 
 1. **Prefix KV.** The drafter needs the KV of the complete blocks of the context, [0, ℓ₀) with
    ℓ₀ = ⌊ℓ/B⌋·B. It reuses its block cache from earlier rounds or runs one *prefill* pass. When ℓ is a
-   block multiple, the logit at the last prefix position yields the token at ℓ.
+   block multiple, the logit at the last prefix position yields the token at ℓ (see "Block-aligned ℓ").
 2. **Block loop** (at most ``budget // B`` blocks): pad the block holding the frontier with masks and walk
    its sub-blocks left to right; each *denoising* pass runs the whole block over the cache, reads the
    shifted logits of the active sub-block, and commits every masked position whose top-1 probability
@@ -21,6 +21,7 @@ below τ, (b) stops at the cap, (c) otherwise widens L by N. ``mode="faithful"``
 pass (positions that stay masked and positions past the window inside the sub-block included; prefill
 and cache-update tokens never), and the cap tests |C| ≥ N_max, which lets drafts reach ~70 tokens.
 ``mode="clean"`` tests the commit-time confidences of the window's own tokens and caps L itself.
+:class:`DllmDrafter` takes the same ``mode``; for both drafters it also selects the block-aligned rule below.
 
 Drafter KV reuse across rounds (``kv_policy``): ``"exact"`` (paper §7, the default) reuses the block
 cache only when its length equals the new ℓ₀, otherwise re-prefills [0, ℓ₀) and counts a pass; the
@@ -28,6 +29,17 @@ cache is never cropped. Like the authors' code it may then reuse a block whose l
 corrected (the round's ``extra["stale_kv"]`` says so). ``"crop"`` keeps the longest block prefix whose
 tokens match the context and prefills only what is missing (one counted pass). ``"off"`` re-prefills
 every round.
+
+Block-aligned ℓ (ℓ = ℓ₀ > 0) under ``"exact"``: in a generation the cache can only end exactly at ℓ
+when the previous round's last cache-writing pass was a cache update that completed the block ending
+at ℓ. The authors' code decides reuse by the length of the logits stored with that pass; at a block
+boundary the test fails, so it runs a fresh prefill over [0, ℓ₀) whose last logit yields the token at
+ℓ (one counted prefill pass; issue 13). The verifier's token at ℓ-1 is then part of the prefix even
+when it corrected the drafter's. ``mode="faithful"`` does this (``boundary_reuse=False``). ``mode="clean"`` keeps a shortcut instead (``boundary_reuse=True``):
+reuse the cache and take the token at ℓ from the logit stored by that cache update, saving the pass;
+that logit was computed from the drafter's own block, whose last token the verifier may have corrected
+(``extra["stale_kv"]``). ``boundary_reuse`` can also be passed explicitly to override the mode.
+``"crop"`` always takes the stored logit (its matched blocks equal the context); ``"off"`` always prefills.
 
 Deviation kept on purpose: the authors skip the prefix pass whenever ℓ ≤ 32, which for ℓ = 32 exactly
 drops the context from every pass; here any complete prefix block (ℓ₀ > 0) is prefilled.
@@ -52,7 +64,8 @@ from .base import (
 )
 
 KV_POLICIES = ("exact", "crop", "off")
-FAILFAST_MODES = ("faithful", "clean")
+MODES = ("faithful", "clean")
+FAILFAST_MODES = MODES  # the name older callers import
 
 
 @dataclass
@@ -122,7 +135,15 @@ class BlockDiffusionDrafter(Drafter):
         stop_ids: Sequence[int] = (),
         reuse_kv: bool = True,
         kv_policy: Optional[str] = None,
+        mode: str = "faithful",
+        boundary_reuse: Optional[bool] = None,
     ):
+        if mode not in MODES:
+            raise ValueError(f"mode={mode!r}; valid: {', '.join(MODES)}")
+        self.mode = mode
+        # Block-aligned ℓ with an exactly matching cache: reuse it and take the token at ℓ from the stored
+        # cache-update logit (clean shortcut), or re-prefill like the authors' code (faithful).
+        self.boundary_reuse = (mode == "clean") if boundary_reuse is None else bool(boundary_reuse)
         self.model = model
         self.block_size = int(model.block_size)
         if self.block_size % sub_block_size:
@@ -156,6 +177,8 @@ class BlockDiffusionDrafter(Drafter):
             "sub_block_size": self.sub_block_size,
             "budget": self.budget,
             "kv_policy": self.kv_policy,
+            "mode": self.mode,
+            "boundary_reuse": self.boundary_reuse,
             "mask_token_id": self.mask_token_id,
         }
         describe_model = getattr(self.model, "describe", None)
@@ -231,7 +254,8 @@ class BlockDiffusionDrafter(Drafter):
         ell = len(context)
         ell0 = ell // B * B
         cached = len(self._cache_tokens)
-        if self.kv_policy == "exact" and cached == ell0:
+        aligned = ell0 == ell  # the token at ℓ comes from a cache-writing pass, not from denoising
+        if self.kv_policy == "exact" and cached == ell0 and (not aligned or self.boundary_reuse):
             st.kv_reused = ell0 > 0
             st.stale_kv = self._cache_tokens != context[:ell0]
         elif self.kv_policy == "crop":
@@ -247,7 +271,7 @@ class BlockDiffusionDrafter(Drafter):
             self._drop_cache_after(0)
             if ell0 > 0:
                 self._write(st, context[:ell0], "prefill")
-        if ell0 == ell:
+        if aligned:
             tok, conf = self._boundary[ell0]
             st.commit(ell, tok, conf)
 
@@ -302,6 +326,8 @@ class BlockDiffusionDrafter(Drafter):
             self._write(st, st.seq[block_start : block_start + B], "cache_update")
             tok, conf = self._boundary[block_start + B]
             st.commit(block_start + B, tok, conf)
+        if self._stop_token_reached(st):  # the budget's last cache update produced the stop token
+            return st, STOP_TOKEN
         return st, STOP_BUDGET
 
     def propose(self, context: list[int]) -> Draft:
@@ -370,15 +396,12 @@ class FailFastDrafter(BlockDiffusionDrafter):
         reuse_drafts: bool = False,
         **kwargs,
     ):
-        super().__init__(model, theta=theta, **kwargs)
-        if mode not in FAILFAST_MODES:
-            raise ValueError(f"mode={mode!r}; valid: {', '.join(FAILFAST_MODES)}")
+        super().__init__(model, theta=theta, mode=mode, **kwargs)
         if n < 1 or n_max < n:
             raise ValueError(f"need 1 <= n <= n_max, got n={n}, n_max={n_max}")
         self.tau = float(tau)
         self.n = int(n)
         self.n_max = int(n_max)
-        self.mode = mode
         self.reuse_drafts = bool(reuse_drafts)
         self._previous: Optional[tuple[list[int], list[float], int]] = None
 
@@ -392,7 +415,6 @@ class FailFastDrafter(BlockDiffusionDrafter):
             "tau": self.tau,
             "n": self.n,
             "n_max": self.n_max,
-            "mode": self.mode,
             "reuse_drafts": self.reuse_drafts,
         }
 
@@ -476,9 +498,8 @@ def build(cfg, model_ref, target_model, target_tokenizer, stop_ids, device, dtyp
         stop_ids=tuple(stop_ids),
         reuse_kv=d.reuse_kv,
         kv_policy=getattr(d, "kv_policy", None),
+        mode=d.mode,
     )
     if d.name == "dllm":
         return DllmDrafter(model, spec_len=d.spec_len, theta=d.theta, **common)
-    return FailFastDrafter(
-        model, theta=d.theta, tau=d.tau, n=d.n, n_max=d.n_max, mode=d.mode, reuse_drafts=d.reuse_drafts, **common
-    )
+    return FailFastDrafter(model, theta=d.theta, tau=d.tau, n=d.n, n_max=d.n_max, reuse_drafts=d.reuse_drafts, **common)
