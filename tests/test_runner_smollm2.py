@@ -79,3 +79,18 @@ def test_killed_run_resumes_and_finished_run_is_skipped(tmp_path, monkeypatch):
     assert list(questions["question_id"]) == resolved_question_ids(cfg.dataset)
     Runner(cfg).run()  # complete: skipped, nothing recomputed
     assert calls == [0, 1, 1]
+
+
+def test_vanilla_is_reused_across_jobs_of_the_same_setup(tmp_path):
+    """A sweep measures vanilla once: later jobs take its tokens and timings, and the manifest says so."""
+    first = cfg_for(tmp_path, "drafter=ar", "drafter.model=target", "drafter.spec_len=3", "run.measure_vanilla=always")
+    Runner(first).run()
+    _, q_first, _ = trace.load_run(Runner(first).run_dir)
+    second = cfg_for(tmp_path, "drafter=ar", "drafter.model=target", "drafter.spec_len=5", "run.measure_vanilla=reuse")
+    summary = Runner(second).run()
+    _, q_second, _ = trace.load_run(Runner(second).run_dir)
+    assert list(q_second["vanilla_wall_seconds"]) == list(q_first["vanilla_wall_seconds"])
+    assert summary["metrics"]["lossless_mismatches"] == 0
+    reference = json.loads((Runner(second).run_dir / "manifest.json").read_text())["vanilla_reference"]
+    assert reference["policy"] == "reuse" and reference["reused_questions"] == 2 and reference["measured_questions"] == 0
+    assert any(str(Runner(first).run_dir) in origin for origin in reference["reused_from"])
