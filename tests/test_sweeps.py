@@ -28,10 +28,34 @@ PRESETS = {
     "micro_nmax": 7,
     "concavity": 6,
 }
+# Paper-scale presets (GPU): preset -> jobs
+PAPER_PRESETS = {"paper_7b": 18, "paper_14b": 18, "paper_32b": 18, "paper_dllm_grid": 14, "paper_ar_grid": 8}
 
 
 def test_every_preset_is_listed():
-    assert sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")) == sorted(PRESETS)
+    listed = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml") if not p.stem.startswith("_"))
+    assert listed == sorted({**PRESETS, **PAPER_PRESETS})
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_PRESETS))
+def test_paper_presets_hold_the_paper_scale(name, tmp_path):
+    found = sweeps.jobs([f"experiment={name}", f"run.output_dir={tmp_path}"])
+    assert len(found) == PAPER_PRESETS[name] == len({j.run_dir for j in found})
+    for job in found:
+        cfg = job.config
+        validate(cfg)
+        assert cfg.target.name.startswith("qwen2.5-") and cfg.hardware.name == "a6000_paper"
+        assert (cfg.dataset.name, cfg.dataset.num_questions, cfg.dataset.template, cfg.dataset.fallback) == ("gsm8k", 30, "code", "refuse")
+        assert (cfg.run.max_new_tokens, cfg.run.dtype, cfg.run.seed) == (1024, "bfloat16", 42)
+    if name.startswith("paper_") and name[6:] in ("7b", "14b", "32b"):
+        assert found[0].config.target.name == f"qwen2.5-{name[6:]}"
+        assert {j.config_name for j in found} == {f"dllm_0.05_df_{t:g}_{m}_10" for t in (0.35, 0.4, 0.45) for m in range(35, 61, 5)}
+
+
+def test_building_blocks_are_not_presets():
+    from failfast_bench.cli import group_options
+
+    assert "_paper_scale" not in group_options("experiment") and "paper_32b" in group_options("experiment")
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

@@ -16,7 +16,8 @@ def fail(message: str) -> None:
 
 
 def group_options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+    # A leading underscore marks a building block other options include (experiment/_paper_scale), not a choice.
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml") if not p.stem.startswith("_"))
 
 
 def _unknown_group_option(overrides: list[str]) -> Optional[str]:
