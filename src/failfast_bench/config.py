@@ -142,7 +142,12 @@ class RunSettings:
     max_new_tokens: int = 256
     seed: int = 42
     device: str = "auto"  # auto | cpu | cuda
-    dtype: str = "float32"  # float32 | bfloat16 | float16 | auto
+    # float32 | bfloat16 | float16 | auto (= bfloat16 on CUDA, as the paper ran; float32 on CPU, token-exact).
+    # Resolved before the config is hashed, so auto on a CPU names the same run as float32.
+    dtype: str = "auto"
+    # CUDA devices the target is spread over: the first N visible ones; null = all visible. (The hardware
+    # profile's ``gpus`` is what a Slurm job requests.) The engine backends use it as their tensor-parallel size.
+    gpus: Optional[int] = None
     threads: int = 2
     # Run vanilla decoding of each question in the same process: the measured-speedup baseline and
     # the losslessness reference.
@@ -208,6 +213,8 @@ def validate(cfg: Any) -> None:
     _check(ds.selection in ("standard", "paper"), f"dataset.selection={ds.selection!r}; valid: standard, paper")
     _check(ds.num_questions is None or ds.num_questions >= 1, f"dataset.num_questions={ds.num_questions} must be >= 1")
     _check(run.max_new_tokens >= 1, f"run.max_new_tokens={run.max_new_tokens} must be >= 1")
+    gpus = getattr(run, "gpus", None)
+    _check(gpus is None or gpus >= 1, f"run.gpus={gpus} must be >= 1 (or null for every visible GPU)")
     _check(run.threads >= 0, f"run.threads={run.threads} must be >= 0 (0 = torch default)")
     _check(run.device in ("auto", "cpu", "cuda") or run.device.startswith("cuda:"), f"run.device={run.device!r}; valid: auto, cpu, cuda")
     _check(

@@ -6,6 +6,7 @@ the final files are written atomically and ``COMPLETE`` is written last.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import hashlib
@@ -25,13 +26,41 @@ from .drafters.draft_vocab import VOCAB_FILE
 from .latency import HardwareProfile, available_profiles, load_profile
 
 # Keys that do not change results: excluded from the config hash.
-_UNHASHED_RUN_KEYS = ("progress", "output_dir", "skip_if_complete", "threads")
+_UNHASHED_RUN_KEYS = ("progress", "output_dir", "skip_if_complete", "threads", "gpus")
 # Options added after runs were committed: at their default they leave the hash (and the run directory) as it was.
 _HASHED_ONLY_IF_SET = (("drafter", "draft_vocab", False),)
 
 
+def _concrete_dtype_settings(container: dict) -> None:
+    """``auto`` dtypes replaced by what they mean on this run's device (in place): a run is identified by
+    its numerics, so ``auto`` on a CPU hashes as float32, like every run committed before ``auto`` existed."""
+    from .models import resolve_dtype_name
+
+    run = container.get("run", {})
+    device = run.get("device", "auto")
+    for section in (run, container.get("drafter", {})):
+        if section.get("dtype") == "auto":
+            section["dtype"] = resolve_dtype_name("auto", device)
+
+
+def concrete_dtypes(cfg):
+    """A copy of ``cfg`` with ``run.dtype`` and ``drafter.dtype`` resolved (see :func:`_concrete_dtype_settings`),
+    so the stored config.yaml, the reference caches and the manifest name the dtype that actually ran."""
+    from .models import resolve_dtype_name
+
+    if "auto" not in (cfg.run.dtype, OmegaConf.select(cfg, "drafter.dtype", default=None)):
+        return cfg
+    cfg = copy.deepcopy(cfg)
+    if cfg.run.dtype == "auto":
+        cfg.run.dtype = resolve_dtype_name("auto", cfg.run.device)  # drafter.dtype=${run.dtype} follows
+    if OmegaConf.select(cfg, "drafter.dtype", default=None) == "auto":
+        cfg.drafter.dtype = resolve_dtype_name("auto", cfg.run.device)
+    return cfg
+
+
 def config_hash(cfg) -> str:
     container = OmegaConf.to_container(cfg, resolve=True)
+    _concrete_dtype_settings(container)
     container.pop("logger", None)
     container.pop("hardware", None)  # pricing only: re-priced by report without rerunning
     for key in _UNHASHED_RUN_KEYS:
@@ -158,14 +187,14 @@ class _Tools:
 _TARGET_CACHE: dict[tuple, tuple] = {}
 
 
-def _load_target(t_src, dtype, device, trust_remote_code: bool):
+def _load_target(t_src, dtype, device, trust_remote_code: bool, gpus: tuple = ()):
     from . import models
 
-    key = (t_src.path, t_src.gguf_file, t_src.revision, str(dtype), str(device), bool(trust_remote_code))
+    key = (t_src.path, t_src.gguf_file, t_src.revision, str(dtype), str(device), bool(trust_remote_code), tuple(gpus))
     if key not in _TARGET_CACHE:
         _TARGET_CACHE.clear()
         tokenizer = models.load_tokenizer(t_src, trust_remote_code)
-        model = models.load_causal_lm(t_src, dtype, device, trust_remote_code)
+        model = models.load_causal_lm(t_src, dtype, device, trust_remote_code, gpus=gpus)
         _TARGET_CACHE[key] = (tokenizer, model)
     return _TARGET_CACHE[key]
 
@@ -178,7 +207,7 @@ def _remove_stray_temporaries(run_dir: Path) -> None:
 
 class Runner:
     def __init__(self, cfg):
-        self.cfg = cfg
+        self.cfg = concrete_dtypes(cfg)
         self.run_dir = run_dir_for(cfg)
         self.replay = bool(OmegaConf.select(cfg, "run.replay", default=False))
 
@@ -206,6 +235,7 @@ class Runner:
         questions, source = data.load_questions(cfg.dataset)
         device = models.pick_device(cfg.run.device)
         dtype = models.pick_dtype(cfg.run.dtype, device)
+        gpus = tuple(models.run_gpus(cfg.run.device, OmegaConf.select(cfg, "run.gpus", default=None), device))
         t_src = models.resolve_source(cfg.target.model, cfg.target.gguf_file, cfg.target.revision)
         if cfg.target.gguf_sha256 and t_src.gguf_file:
             from .assets import sha256_file
@@ -214,9 +244,10 @@ class Runner:
             if got != cfg.target.gguf_sha256:
                 raise ConfigError(f"{t_src.gguf_file}: SHA-256 {got} != expected {cfg.target.gguf_sha256}; refusing to load")
         load_t0 = time.perf_counter()
-        tokenizer, target = _load_target(t_src, dtype, device, cfg.target.trust_remote_code)
+        tokenizer, target = _load_target(t_src, dtype, device, cfg.target.trust_remote_code, gpus)
         stop_ids = models.stop_token_ids(tokenizer, target.config, list(cfg.target.eos_token_ids))
-        drafter = build_drafter(cfg, target, tokenizer, stop_ids, device, dtype)
+        # The drafter sits where the target's inputs go (its first GPU): contexts and borrowed embeddings are there.
+        drafter = build_drafter(cfg, target, tokenizer, stop_ids, models.input_device(target), dtype)
         load_seconds = time.perf_counter() - load_t0
         target_id = lossless.target_identity(cfg, target)
         vanilla_verifier = TargetVerifier(target)
@@ -394,6 +425,9 @@ class Runner:
         }
         man = manifest.build_manifest(cfg, source=source, target=target, drafter=drafter, run_hash=summary["config_hash"])
         man["target_model"] = models.model_identity(target)
+        # The dtypes that ran (run.dtype=auto resolved on this device); the requested values are in config.yaml
+        # only when they were concrete already.
+        man["dtype"] = {"run": cfg.run.dtype, "drafter": cfg.drafter.get("dtype", cfg.run.dtype), "target_weights": man["target_model"]["dtype"]}
         trace.write_parquet(rounds, self.run_dir / "rounds.parquet")
         trace.write_parquet(questions, self.run_dir / "questions.parquet")
         trace.write_text(OmegaConf.to_yaml(cfg, resolve=True), self.run_dir / "config.yaml")

@@ -374,7 +374,7 @@ def load_project_drafter(
     return BlockDiffusionLM(
         body,
         embed,
-        borrowed_head(target_model, dtype),
+        borrowed_head(target_model, dtype, device),
         block_size=int(meta.get("block_size", 32)),
         mask_token_id=mask_id,
         mask_embedding=mask_vec.to(device=device, dtype=dtype),
