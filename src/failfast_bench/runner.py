@@ -199,6 +199,23 @@ def _load_target(t_src, dtype, device, trust_remote_code: bool, gpus: tuple = ()
     return _TARGET_CACHE[key]
 
 
+# Prompt tokens the warm-up round runs on: enough to exercise every kernel, short enough to cost nothing.
+WARM_UP_TOKENS = 16
+
+
+def _warm_up(target, drafter, question, tools: "_Tools", template: str) -> None:
+    """One short untimed round (a drafter proposal and a target verification) before the first timed question:
+    CUDA context creation, kernel selection and allocator growth otherwise land in question 0's vanilla time.
+    Outputs are discarded; every drafter resets its state when the next question starts."""
+    from . import data
+    from .engine import generate
+    from .verify import TargetVerifier
+
+    prompt = data.render_conversation(tools.tokenizer, question.turns[:1], [], template)[:WARM_UP_TOKENS]
+    verifier = TargetVerifier(target, feature_layers=getattr(drafter, "target_feature_layers", ()))
+    generate(verifier, drafter, prompt, 1, tools.stop_ids, question_id="warm-up")
+
+
 def _remove_stray_temporaries(run_dir: Path) -> None:
     """A kill during an atomic write leaves ``.<name>.*.partial`` files; they never count as results."""
     for stray in list(run_dir.glob(".*.partial")) + list((run_dir / "partial").glob(".*.partial")):
@@ -280,6 +297,7 @@ class Runner:
         q_bar = tqdm(questions, desc=f"{config_name(cfg.drafter)} questions", unit="q", disable=not cfg.run.progress)
         q_records: list[trace.QuestionRecord] = []
         r_records: list[trace.RoundRecord] = []
+        warmed_up = False
         for index, question in enumerate(q_bar):
             done_file = partial / f"q{index:05d}.json"
             if done_file.exists():
@@ -287,6 +305,9 @@ class Runner:
                 q_records.append(_question_record_from_dict(saved["question"]))
                 r_records.extend(_round_records_from_dicts(saved["rounds"]))
                 continue
+            if not warmed_up:
+                _warm_up(target, drafter, question, tools, cfg.dataset.template)
+                warmed_up = True
             _set_seed(cfg.run.seed)
             q_rec, rounds = self._run_question(index, question, tools)
             trace.write_json({"question": dataclasses.asdict(q_rec), "rounds": [dataclasses.asdict(r) for r in rounds]}, done_file)
