@@ -147,15 +147,19 @@ def _set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _profiles(selected: HardwareProfile) -> list[HardwareProfile]:
-    """The run's own profile first, then every other profile in conf/hardware (priced side by side)."""
+def _profiles(selected: HardwareProfile, latency_key: str) -> list[HardwareProfile]:
+    """The run's own profile first, then every other profile in conf/hardware that was measured for this
+    target (priced side by side). Another target's latencies (the CPU profiles' SmolLM2 timings for a Qwen
+    run) would price a speedup nobody measured; the run's own profile may still fall back, and is labelled."""
     out = [selected]
     for name in available_profiles():
         if name != selected.name:
             try:
-                out.append(load_profile(name))
+                profile = load_profile(name)
             except Exception:  # noqa: BLE001 - a broken optional profile must not sink a run
                 continue
+            if latency_key in profile.target_step_ms:
+                out.append(profile)
     return out
 
 
@@ -424,7 +428,7 @@ class Runner:
         questions = trace.records_frame(q_records, trace.QUESTION_COLUMNS)
         selected = HardwareProfile.from_mapping(OmegaConf.to_container(cfg.hardware, resolve=True))
         by_profile = {}
-        for profile in _profiles(selected):
+        for profile in _profiles(selected, cfg.target.latency_key):
             try:
                 by_profile[profile.name] = metrics.summarize(questions, rounds, profile, cfg.target.latency_key, cfg.drafter.name)
             except KeyError as exc:
@@ -434,6 +438,7 @@ class Runner:
             "config_name": config_name(cfg.drafter),
             "config_hash": config_hash(cfg),
             "target": cfg.target.name,
+            "latency_key": cfg.target.latency_key,
             "dataset": cfg.dataset.name,
             "drafter": cfg.drafter.name,
             "primary_profile": selected.name,
@@ -446,8 +451,7 @@ class Runner:
         }
         man = manifest.build_manifest(cfg, source=source, target=target, drafter=drafter, run_hash=summary["config_hash"])
         man["target_model"] = models.model_identity(target)
-        # The dtypes that ran (run.dtype=auto resolved on this device); the requested values are in config.yaml
-        # only when they were concrete already.
+        # The dtypes that ran (auto resolved on this device) and the dtype the target's weights were loaded in.
         man["dtype"] = {"run": cfg.run.dtype, "drafter": cfg.drafter.get("dtype", cfg.run.dtype), "target_weights": man["target_model"]["dtype"]}
         trace.write_parquet(rounds, self.run_dir / "rounds.parquet")
         trace.write_parquet(questions, self.run_dir / "questions.parquet")
@@ -485,15 +489,24 @@ def format_summary(summary: dict) -> str:
         lines.append("replay: verdicts from the target's cached greedy continuation (measured speedup n/a; modeled exact)")
     header = f"{'profile':<14} {'accept':>7} {'tau':>6} {'passes/rd':>9} {'modeled':>8} {'refined':>8} {'measured':>9} {'mismatch':>8}"
     lines.append(header)
+    key = summary.get("latency_key", summary["target"])
+    fallbacks = []
     for name, m in summary["metrics_by_profile"].items():
         if "error" in m:
             lines.append(f"{name:<14} (not priced: {m['error']})")
             continue
+        priced_as = m.get("priced_as_target", key)
+        if priced_as != key:
+            if name != summary.get("primary_profile"):
+                continue  # another target's latencies (summaries written before such rows were dropped)
+            fallbacks.append(f"* {name} has no {key} latencies: priced as its fallback target {priced_as}")
+            name += "*"
         lines.append(
             f"{name:<14} {m['acceptance_rate']:>7.3f} {m['tokens_per_round']:>6.2f} {m['drafter_passes_per_round']:>9.2f} "
             f"{m['modeled_speedup']:>7.2f}x {m['modeled_speedup_refined']:>7.2f}x {_times(m['measured_speedup']):>9} "
             f"{m['lossless_mismatches']:>8d}"
         )
+    lines.extend(fallbacks)
     m = summary["metrics"]
     lines.append(
         f"questions: {m['n_questions']}  tokens/s: {m['tokens_per_second']:.1f} (vanilla {m['vanilla_tokens_per_second']:.1f})  "
