@@ -101,6 +101,26 @@ def test_cuda_load_streams_bf16_weights_straight_onto_the_gpu(monkeypatch, targe
     assert calls["dtype"] is torch.bfloat16 and calls["device_map"] == {"": 0}
 
 
+def test_fast_dllm_drafter_is_filled_in_its_dtype_without_a_float32_model(tmp_path, monkeypatch):
+    from transformers import Qwen2ForCausalLM
+
+    from failfast_bench.drafters.blockdiff_model import load_fast_dllm_checkpoint
+    from helpers_blockdiff import write_fast_dllm_checkpoint
+
+    directory, _ = write_fast_dllm_checkpoint(tmp_path / "fast_dllm", vocab_size=96, hidden=32)
+    placed = []
+    real_load = Qwen2ForCausalLM.load_state_dict
+
+    def recording_load(self, state, *args, **kw):
+        placed.append({p.device.type for p in self.parameters()})
+        return real_load(self, state, *args, **kw)
+
+    monkeypatch.setattr(Qwen2ForCausalLM, "load_state_dict", recording_load)
+    drafter = load_fast_dllm_checkpoint(directory, dtype=torch.bfloat16, mask_token_id=95)
+    assert placed == [{"meta"}]  # nothing allocated before the checkpoint's own tensors arrive
+    assert {p.dtype for p in drafter.body.parameters()} == {torch.bfloat16} and drafter.head.weight.device.type == "cpu"
+
+
 # -- several GPUs ------------------------------------------------------------------------------------
 def test_run_gpus_picks_the_visible_devices(monkeypatch):
     fake_gpus(monkeypatch, 3)
