@@ -113,7 +113,7 @@ def _free_port() -> int:
 def test_compare_against_a_fake_engine(tmp_path, monkeypatch):
     port = _free_port()
     fake = types.SimpleNamespace(
-        require=lambda: None,
+        require=lambda tensor_parallel=1: None,
         server_command=lambda s, speculative: [sys.executable, "-c", FAKE_SGLANG, str(s.port)],
         make_sender=sglang.make_sender,
     )

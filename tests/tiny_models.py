@@ -52,3 +52,49 @@ def greedy_reference(model, prompt: list[int], max_new_tokens: int, stop_ids=(EO
             if token in stop_ids:
                 break
     return out
+
+
+# Words of the tiny chat tokenizer (ids = positions; EOS = 2). Prompts are mostly <unk>: the tiny models are
+# random anyway, and a run only needs a chat template and ids below VOCAB.
+_WORDS = ["<unk>", "<s>", "</s>", "START", "END", "user", "assistant", "system"] + [str(d) for d in range(10)]
+_CHAT_TEMPLATE = (
+    "{% for m in messages %}START {{ m['role'] }} {{ m['content'] }} END {% endfor %}"
+    "{% if add_generation_prompt %}START assistant {% endif %}"
+)
+
+
+def tiny_chat_tokenizer(vocab: int = VOCAB):
+    """A word-level tokenizer with a chat template, ``vocab`` ids (filler words past the named ones)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = _WORDS + [f"w{i}" for i in range(vocab - len(_WORDS))]
+    tok = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    out = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+    out.chat_template = _CHAT_TEMPLATE
+    return out
+
+
+def save_tiny_target(directory, arch: str = "qwen2", seed: int = 0, **kw):
+    """A tiny random target as a local model directory (weights, config, chat tokenizer); returns the model."""
+    model = tiny_model(arch, seed=seed, **kw)
+    model.save_pretrained(directory)
+    tiny_chat_tokenizer().save_pretrained(directory)
+    return model
+
+
+def tiny_run_overrides(tmp_path, target_dir, *extra: str) -> list[str]:
+    """Hydra overrides for a seconds-long run of the whole pipeline on a tiny target directory: two questions
+    from a small GSM8K-style file written under ``tmp_path``, results in ``tmp_path/runs``."""
+    import json
+    from pathlib import Path
+
+    data = Path(tmp_path) / "tiny_gsm8k.jsonl"
+    rows = [{"question": f"Tom has {n} apples and buys {n + 1} more. How many apples?", "answer": f"#### {2 * n + 1}"} for n in range(3)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return [
+        f"target.model={target_dir}", "target.name=tiny", "target.assets=[]", "target.eos_token_ids=[2]",
+        f"dataset.path={data}", "dataset.num_questions=2", "run.max_new_tokens=6", f"run.output_dir={Path(tmp_path) / 'runs'}",
+        "run.progress=false", "run.threads=1", *extra,
+    ]

@@ -149,7 +149,12 @@ class RunSettings:
     max_new_tokens: int = 256
     seed: int = 42
     device: str = "auto"  # auto | cpu | cuda
-    dtype: str = "float32"  # float32 | bfloat16 | float16 | auto
+    # float32 | bfloat16 | float16 | auto (= bfloat16 on CUDA, as the paper ran; float32 on CPU, token-exact).
+    # Resolved before the config is hashed, so auto on a CPU names the same run as float32.
+    dtype: str = "auto"
+    # CUDA devices the target is spread over: the first N visible ones; null = all visible. (The hardware
+    # profile's ``gpus`` is what a Slurm job requests.) The engine backends use it as their tensor-parallel size.
+    gpus: Optional[int] = None
     threads: int = 2
     # The vanilla reference (measured-speedup baseline and losslessness reference), see vanilla.py:
     # auto (reuse an earlier identical measurement on CUDA, measure in this process on CPU) | always | reuse | never.
@@ -220,6 +225,8 @@ def validate(cfg: Any) -> None:
         str(run.measure_vanilla).lower() in ("auto", "always", "reuse", "never", "true", "false"),
         f"run.measure_vanilla={run.measure_vanilla!r}; valid: auto, always, reuse, never",
     )
+    gpus = getattr(run, "gpus", None)
+    _check(gpus is None or gpus >= 1, f"run.gpus={gpus} must be >= 1 (or null for every visible GPU)")
     _check(run.threads >= 0, f"run.threads={run.threads} must be >= 0 (0 = torch default)")
     _check(run.device in ("auto", "cpu", "cuda") or run.device.startswith("cuda:"), f"run.device={run.device!r}; valid: auto, cpu, cuda")
     _check(

@@ -52,7 +52,8 @@ def generate(
     drafter_timer = getattr(drafter, "timer", None)
     if drafter_timer is not None:
         drafter_timer.reset()
-    synchronize(verifier.device)
+    devices = getattr(verifier, "devices", verifier.device)  # all GPUs of a device-mapped target
+    synchronize(devices)
     t_start = time.perf_counter()
     features = verifier.start(prompt)
     drafter.start(prompt)
@@ -120,7 +121,7 @@ def generate(
             on_round(record)
         if stopped_by_eos:
             break
-    synchronize(verifier.device)
+    synchronize(devices)
     wall = time.perf_counter() - t_start
     return Generation(
         output_tokens=output,

@@ -16,13 +16,17 @@ from .trace import write_json
 
 
 def target_identity(cfg, model=None) -> str:
-    """A stable key for 'the same target decoding under the same numerics'."""
+    """A stable key for 'the same target decoding under the same numerics': model, dtype and hardware (the
+    device type; on CUDA also the GPU model, whose kernels round differently). Keys of CPU runs are unchanged."""
+    from .models import device_identity, resolve_dtype_name
+
+    device = device_identity(model) if model is not None else cfg.run.device
     parts = {
         "model": cfg.target.model,
         "gguf": cfg.target.gguf_file,
         "revision": cfg.target.revision,
-        "dtype": cfg.run.dtype,
-        "device": str(next(model.parameters()).device.type) if model is not None else cfg.run.device,
+        "dtype": resolve_dtype_name(cfg.run.dtype, device),
+        "device": device,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 

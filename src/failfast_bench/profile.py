@@ -30,18 +30,20 @@ def _median_forward_ms(model, context: list[int], k: int, repeats: int) -> float
     import torch
     from transformers import DynamicCache
 
-    from .verify import crop_cache
+    from .models import input_device, model_devices
+    from .verify import ForwardTimer, crop_cache
 
     cache = DynamicCache(config=model.config)
-    device = next(model.parameters()).device
+    device, devices = input_device(model), model_devices(model)
+    timer = ForwardTimer()  # synchronises every GPU the model spans: on CUDA a bare clock times kernel launches
     with torch.inference_mode():
         model(input_ids=torch.tensor([context], device=device), past_key_values=cache, use_cache=True)
         new = torch.tensor([[(context[i % len(context)]) for i in range(k)]], device=device)
         times = []
         for _ in range(repeats + 1):
-            t0 = time.perf_counter()
-            model(input_ids=new, past_key_values=cache, use_cache=True)
-            times.append(time.perf_counter() - t0)
+            with timer.measure(devices):
+                model(input_ids=new, past_key_values=cache, use_cache=True)
+            times.append(timer.last)
             crop_cache(cache, len(context))
     return 1000 * statistics.median(times[1:])
 
@@ -49,12 +51,13 @@ def _median_forward_ms(model, context: list[int], k: int, repeats: int) -> float
 def _drafter_pass_ms(cfg, family: str, target, tokenizer, stop_ids, device, dtype, prompt: list[int], rounds: int):
     from omegaconf import OmegaConf
 
+    from . import models
     from .drafters import build_drafter
     from .engine import generate
     from .verify import TargetVerifier
 
     sub = OmegaConf.merge(cfg, {"drafter": {"name": family}})
-    drafter = build_drafter(sub, target, tokenizer, stop_ids, device, dtype)
+    drafter = build_drafter(sub, target, tokenizer, stop_ids, models.input_device(target), dtype)
     taps = getattr(drafter, "target_feature_layers", ())
     generate(TargetVerifier(target, feature_layers=taps), drafter, prompt, 16, stop_ids)  # warm-up
     gen = generate(TargetVerifier(target, feature_layers=taps), drafter, prompt, rounds * 8, stop_ids)
@@ -65,6 +68,7 @@ def _drafter_pass_ms(cfg, family: str, target, tokenizer, stop_ids, device, dtyp
 
 def measure(cfg, context_len: int = 200, repeats: int = 7, families=FAMILIES) -> dict:
     import torch
+    from omegaconf import OmegaConf
 
     from . import data, models
 
@@ -72,9 +76,10 @@ def measure(cfg, context_len: int = 200, repeats: int = 7, families=FAMILIES) ->
         torch.set_num_threads(cfg.run.threads)
     device = models.pick_device(cfg.run.device)
     dtype = models.pick_dtype(cfg.run.dtype, device)
+    gpus = models.run_gpus(cfg.run.device, OmegaConf.select(cfg, "run.gpus", default=None), device)
     src = models.resolve_source(cfg.target.model, cfg.target.gguf_file, cfg.target.revision)
     tokenizer = models.load_tokenizer(src)
-    target = models.load_causal_lm(src, dtype, device)
+    target = models.load_causal_lm(src, dtype, device, gpus=gpus)
     stop_ids = models.stop_token_ids(tokenizer, target.config, list(cfg.target.eos_token_ids))
     questions, _ = data.load_questions(cfg.dataset)
     prompt = data.render_conversation(tokenizer, questions[0].turns[:1], [], cfg.dataset.template)
@@ -102,7 +107,8 @@ def measure(cfg, context_len: int = 200, repeats: int = 7, families=FAMILIES) ->
             "torch": str(torch.__version__),
             "context_tokens": context_len,
             "repeats": repeats,
-            "device": str(device),
+            "device": models.device_identity(target),  # cpu, or cuda:<GPU model>
+            "gpus": len(gpus),
             "drafters_skipped": skipped,
         },
     }

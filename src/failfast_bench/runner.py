@@ -6,6 +6,7 @@ the final files are written atomically and ``COMPLETE`` is written last.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import hashlib
@@ -25,15 +26,43 @@ from .drafters.draft_vocab import VOCAB_FILE
 from .latency import HardwareProfile, available_profiles, load_profile
 
 # Keys that do not change results: excluded from the config hash.
-_UNHASHED_RUN_KEYS = ("progress", "output_dir", "skip_if_complete", "threads")
+_UNHASHED_RUN_KEYS = ("progress", "output_dir", "skip_if_complete", "threads", "gpus")
 # Options that never change what a run computes (how it reports or refuses), excluded from the hash.
 _UNHASHED_KEYS = (("dataset", "fallback"),)
 # Options added after runs were committed: at their default they leave the hash (and the run directory) as it was.
 _HASHED_ONLY_IF_SET = (("drafter", "draft_vocab", False), ("dataset", "revision", None))
 
 
+def _concrete_dtype_settings(container: dict) -> None:
+    """``auto`` dtypes replaced by what they mean on this run's device (in place): a run is identified by
+    its numerics, so ``auto`` on a CPU hashes as float32, like every run committed before ``auto`` existed."""
+    from .models import resolve_dtype_name
+
+    run = container.get("run", {})
+    device = run.get("device", "auto")
+    for section in (run, container.get("drafter", {})):
+        if section.get("dtype") == "auto":
+            section["dtype"] = resolve_dtype_name("auto", device)
+
+
+def concrete_dtypes(cfg):
+    """A copy of ``cfg`` with ``run.dtype`` and ``drafter.dtype`` resolved (see :func:`_concrete_dtype_settings`),
+    so the stored config.yaml, the reference caches and the manifest name the dtype that actually ran."""
+    from .models import resolve_dtype_name
+
+    if "auto" not in (cfg.run.dtype, OmegaConf.select(cfg, "drafter.dtype", default=None)):
+        return cfg
+    cfg = copy.deepcopy(cfg)
+    if cfg.run.dtype == "auto":
+        cfg.run.dtype = resolve_dtype_name("auto", cfg.run.device)  # drafter.dtype=${run.dtype} follows
+    if OmegaConf.select(cfg, "drafter.dtype", default=None) == "auto":
+        cfg.drafter.dtype = resolve_dtype_name("auto", cfg.run.device)
+    return cfg
+
+
 def config_hash(cfg) -> str:
     container = OmegaConf.to_container(cfg, resolve=True)
+    _concrete_dtype_settings(container)
     container.pop("logger", None)
     container.pop("hardware", None)  # pricing only: re-priced by report without rerunning
     for key in _UNHASHED_RUN_KEYS:
@@ -126,15 +155,19 @@ def _set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _profiles(selected: HardwareProfile) -> list[HardwareProfile]:
-    """The run's own profile first, then every other profile in conf/hardware (priced side by side)."""
+def _profiles(selected: HardwareProfile, latency_key: str) -> list[HardwareProfile]:
+    """The run's own profile first, then every other profile in conf/hardware that was measured for this
+    target (priced side by side). Another target's latencies (the CPU profiles' SmolLM2 timings for a Qwen
+    run) would price a speedup nobody measured; the run's own profile may still fall back, and is labelled."""
     out = [selected]
     for name in available_profiles():
         if name != selected.name:
             try:
-                out.append(load_profile(name))
+                profile = load_profile(name)
             except Exception:  # noqa: BLE001 - a broken optional profile must not sink a run
                 continue
+            if latency_key in profile.target_step_ms:
+                out.append(profile)
     return out
 
 
@@ -168,16 +201,33 @@ class _Tools:
 _TARGET_CACHE: dict[tuple, tuple] = {}
 
 
-def _load_target(t_src, dtype, device, trust_remote_code: bool):
+def _load_target(t_src, dtype, device, trust_remote_code: bool, gpus: tuple = ()):
     from . import models
 
-    key = (t_src.path, t_src.gguf_file, t_src.revision, str(dtype), str(device), bool(trust_remote_code))
+    key = (t_src.path, t_src.gguf_file, t_src.revision, str(dtype), str(device), bool(trust_remote_code), tuple(gpus))
     if key not in _TARGET_CACHE:
         _TARGET_CACHE.clear()
         tokenizer = models.load_tokenizer(t_src, trust_remote_code)
-        model = models.load_causal_lm(t_src, dtype, device, trust_remote_code)
+        model = models.load_causal_lm(t_src, dtype, device, trust_remote_code, gpus=gpus)
         _TARGET_CACHE[key] = (tokenizer, model)
     return _TARGET_CACHE[key]
+
+
+# Prompt tokens the warm-up round runs on: enough to exercise every kernel, short enough to cost nothing.
+WARM_UP_TOKENS = 16
+
+
+def _warm_up(target, drafter, question, tools: "_Tools", template: str) -> None:
+    """One short untimed round (a drafter proposal and a target verification) before the first timed question:
+    CUDA context creation, kernel selection and allocator growth otherwise land in question 0's vanilla time.
+    Outputs are discarded; every drafter resets its state when the next question starts."""
+    from . import data
+    from .engine import generate
+    from .verify import TargetVerifier
+
+    prompt = data.render_conversation(tools.tokenizer, question.turns[:1], [], template)[:WARM_UP_TOKENS]
+    verifier = TargetVerifier(target, feature_layers=getattr(drafter, "target_feature_layers", ()))
+    generate(verifier, drafter, prompt, 1, tools.stop_ids, question_id="warm-up")
 
 
 def _remove_stray_temporaries(run_dir: Path) -> None:
@@ -188,7 +238,7 @@ def _remove_stray_temporaries(run_dir: Path) -> None:
 
 class Runner:
     def __init__(self, cfg):
-        self.cfg = cfg
+        self.cfg = concrete_dtypes(cfg)
         self.run_dir = run_dir_for(cfg)
         self.replay = bool(OmegaConf.select(cfg, "run.replay", default=False))
 
@@ -216,6 +266,7 @@ class Runner:
         questions, source = data.load_questions(cfg.dataset, offline_default=str(cfg.target.model).startswith("asset:"))
         device = models.pick_device(cfg.run.device)
         dtype = models.pick_dtype(cfg.run.dtype, device)
+        gpus = tuple(models.run_gpus(cfg.run.device, OmegaConf.select(cfg, "run.gpus", default=None), device))
         t_src = models.resolve_source(cfg.target.model, cfg.target.gguf_file, cfg.target.revision)
         if cfg.target.gguf_sha256 and t_src.gguf_file:
             from .assets import sha256_file
@@ -224,9 +275,10 @@ class Runner:
             if got != cfg.target.gguf_sha256:
                 raise ConfigError(f"{t_src.gguf_file}: SHA-256 {got} != expected {cfg.target.gguf_sha256}; refusing to load")
         load_t0 = time.perf_counter()
-        tokenizer, target = _load_target(t_src, dtype, device, cfg.target.trust_remote_code)
+        tokenizer, target = _load_target(t_src, dtype, device, cfg.target.trust_remote_code, gpus)
         stop_ids = models.stop_token_ids(tokenizer, target.config, list(cfg.target.eos_token_ids))
-        drafter = build_drafter(cfg, target, tokenizer, stop_ids, device, dtype)
+        # The drafter sits where the target's inputs go (its first GPU): contexts and borrowed embeddings are there.
+        drafter = build_drafter(cfg, target, tokenizer, stop_ids, models.input_device(target), dtype)
         load_seconds = time.perf_counter() - load_t0
         target_id = lossless.target_identity(cfg, target)
         vanilla_verifier = TargetVerifier(target)
@@ -262,6 +314,7 @@ class Runner:
         q_bar = tqdm(questions, desc=f"{config_name(cfg.drafter)} questions", unit="q", disable=not cfg.run.progress)
         q_records: list[trace.QuestionRecord] = []
         r_records: list[trace.RoundRecord] = []
+        warmed_up = False
         for index, question in enumerate(q_bar):
             done_file = partial / f"q{index:05d}.json"
             if done_file.exists():
@@ -269,6 +322,9 @@ class Runner:
                 q_records.append(_question_record_from_dict(saved["question"]))
                 r_records.extend(_round_records_from_dicts(saved["rounds"]))
                 continue
+            if not warmed_up:
+                _warm_up(target, drafter, question, tools, cfg.dataset.template)
+                warmed_up = True
             _set_seed(cfg.run.seed)
             q_rec, rounds = self._run_question(index, question, tools)
             trace.write_json({"question": dataclasses.asdict(q_rec), "rounds": [dataclasses.asdict(r) for r in rounds]}, done_file)
@@ -395,7 +451,7 @@ class Runner:
         questions = trace.records_frame(q_records, trace.QUESTION_COLUMNS)
         selected = HardwareProfile.from_mapping(OmegaConf.to_container(cfg.hardware, resolve=True))
         by_profile = {}
-        for profile in _profiles(selected):
+        for profile in _profiles(selected, cfg.target.latency_key):
             try:
                 by_profile[profile.name] = metrics.summarize(questions, rounds, profile, cfg.target.latency_key, cfg.drafter.name)
             except KeyError as exc:
@@ -405,6 +461,7 @@ class Runner:
             "config_name": config_name(cfg.drafter),
             "config_hash": config_hash(cfg),
             "target": cfg.target.name,
+            "latency_key": cfg.target.latency_key,
             "dataset": cfg.dataset.name,
             "drafter": cfg.drafter.name,
             "primary_profile": selected.name,
@@ -422,6 +479,8 @@ class Runner:
         tools = getattr(self, "_tools", None)
         if tools is not None and not self.replay:
             man["vanilla_reference"] = tools.vanilla_store.manifest(tools.vanilla_policy)
+        # The dtypes that ran (auto resolved on this device) and the dtype the target's weights were loaded in.
+        man["dtype"] = {"run": cfg.run.dtype, "drafter": cfg.drafter.get("dtype", cfg.run.dtype), "target_weights": man["target_model"]["dtype"]}
         trace.write_parquet(rounds, self.run_dir / "rounds.parquet")
         trace.write_parquet(questions, self.run_dir / "questions.parquet")
         trace.write_text(OmegaConf.to_yaml(cfg, resolve=True), self.run_dir / "config.yaml")
@@ -458,15 +517,24 @@ def format_summary(summary: dict) -> str:
         lines.append("replay: verdicts from the target's cached greedy continuation (measured speedup n/a; modeled exact)")
     header = f"{'profile':<14} {'accept':>7} {'tau':>6} {'passes/rd':>9} {'modeled':>8} {'refined':>8} {'measured':>9} {'mismatch':>8}"
     lines.append(header)
+    key = summary.get("latency_key", summary["target"])
+    fallbacks = []
     for name, m in summary["metrics_by_profile"].items():
         if "error" in m:
             lines.append(f"{name:<14} (not priced: {m['error']})")
             continue
+        priced_as = m.get("priced_as_target", key)
+        if priced_as != key:
+            if name != summary.get("primary_profile"):
+                continue  # another target's latencies (summaries written before such rows were dropped)
+            fallbacks.append(f"* {name} has no {key} latencies: priced as its fallback target {priced_as}")
+            name += "*"
         lines.append(
             f"{name:<14} {m['acceptance_rate']:>7.3f} {m['tokens_per_round']:>6.2f} {m['drafter_passes_per_round']:>9.2f} "
             f"{m['modeled_speedup']:>7.2f}x {m['modeled_speedup_refined']:>7.2f}x {_times(m['measured_speedup']):>9} "
             f"{m['lossless_mismatches']:>8d}"
         )
+    lines.extend(fallbacks)
     m = summary["metrics"]
     lines.append(
         f"questions: {m['n_questions']}  tokens/s: {m['tokens_per_second']:.1f} (vanilla {m['vanilla_tokens_per_second']:.1f})  "

@@ -50,20 +50,25 @@ class ForwardTimer:
         self.calls = 0
 
     @contextlib.contextmanager
-    def measure(self, device: torch.device, count: bool = True):
-        """Time the block as forward work (device-synchronised); ``count`` adds one forward pass."""
-        synchronize(device)
+    def measure(self, devices, count: bool = True):
+        """Time the block as forward work, synchronising ``devices`` (one device or all a model spans) at both
+        ends; ``count`` adds one forward pass."""
+        synchronize(devices)
         t0 = time.perf_counter()
         yield
-        synchronize(device)
+        synchronize(devices)
         self.last = time.perf_counter() - t0
         self.seconds += self.last
         self.calls += int(count)
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def synchronize(devices) -> None:
+    """Wait for the kernels queued on every CUDA device in ``devices`` (a device or a sequence of them): CUDA
+    runs asynchronously, so a clock read without it measures kernel launches, not the work."""
+    for device in (devices,) if isinstance(devices, (torch.device, str)) else devices:
+        device = torch.device(device)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
 
 
 def crop_cache(cache: DynamicCache, keep: int) -> None:
@@ -77,8 +82,13 @@ class TargetVerifier:
     """Greedy verification of chain (and tree) drafts with a KV-cached target."""
 
     def __init__(self, model, feature_layers: Sequence[int] = (), acceptance: Optional[GreedyAcceptance] = None):
+        from .models import input_device, model_devices
+
         self.model = model
-        self.device = next(model.parameters()).device
+        # A target spread over GPUs takes its inputs on the first (embeddings) and yields logits on the last
+        # (LM head); every device is synchronised around a timed forward.
+        self.device = input_device(model)
+        self.devices = model_devices(model)
         self.acceptance = acceptance or GreedyAcceptance()
         self.feature_layers = tuple(feature_layers)
         self.timer = ForwardTimer()
@@ -92,7 +102,7 @@ class TargetVerifier:
     @torch.inference_mode()
     def _forward(self, ids: list[int], attention_mask=None, position_ids=None):
         want_hidden = bool(self.feature_layers)
-        with self.timer.measure(self.device):
+        with self.timer.measure(self.devices):
             out = self.model(
                 input_ids=torch.tensor([ids], device=self.device),
                 past_key_values=self.cache,
@@ -106,8 +116,9 @@ class TargetVerifier:
     def _features(self, out, rows: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
         if not self.feature_layers:
             return None
-        # hidden_states[0] is the embedding output; layer i's output is hidden_states[i + 1].
-        taps = [out.hidden_states[i + 1][0] for i in self.feature_layers]
+        # hidden_states[0] is the embedding output; layer i's output is hidden_states[i + 1]. Layers of a
+        # device-mapped target live on different GPUs: the drafter reads the features on the input device.
+        taps = [out.hidden_states[i + 1][0].to(self.device) for i in self.feature_layers]
         feats = torch.cat(taps, dim=-1)
         return feats if rows is None else feats[rows]
 

@@ -12,7 +12,9 @@ import dataclasses
 from pathlib import Path
 from typing import Sequence
 
-from .base import EngineSettings, EngineUnavailable, Server, TpotResult, measure_tpot
+from omegaconf import OmegaConf
+
+from .base import EngineSettings, EngineUnavailable, Server, TpotResult, measure_tpot, tensor_parallel_size
 
 ENGINES = ("vllm", "sglang")
 
@@ -32,7 +34,8 @@ def engine_module(engine: str):
 
 
 def settings_from_config(cfg, **engine_overrides) -> EngineSettings:
-    """Engine settings from a composed run config: target, head and the EAGLE-3 shape of ``drafter``."""
+    """Engine settings from a composed run config: target, head, the EAGLE-3 shape of ``drafter`` and the
+    tensor-parallel size (``run.gpus``; null = every visible GPU, the harness's own multi-GPU setting)."""
     from ..drafters import resolve_drafter_model
     from ..models import resolve_source
 
@@ -49,6 +52,7 @@ def settings_from_config(cfg, **engine_overrides) -> EngineSettings:
         num_steps=d.depth,
         eagle_topk=d.top_k,
         num_draft_tokens=d.total_tokens,
+        tensor_parallel=tensor_parallel_size(OmegaConf.select(cfg, "run.gpus", default=None)),
     )
     fields.update({k: v for k, v in engine_overrides.items() if v is not None})
     return EngineSettings(**fields)
@@ -57,7 +61,7 @@ def settings_from_config(cfg, **engine_overrides) -> EngineSettings:
 def compare(engine: str, settings: EngineSettings, prompts: Sequence[list[int]], max_new_tokens: int, log_dir: Path) -> dict:
     """Vanilla, then EAGLE-3, in the same engine (one server each, started and stopped here)."""
     module = engine_module(engine)
-    module.require()
+    module.require(settings.tensor_parallel)
     runs: dict[str, TpotResult] = {}
     extra: dict[str, object] = {}
     commands = {}

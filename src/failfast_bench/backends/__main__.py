@@ -1,5 +1,8 @@
 """python -m failfast_bench.backends --engine vllm|sglang [--tp N --port P --enforce-eager --out FILE] [overrides]
 
+The target's tensor-parallel size is ``run.gpus`` (null = every visible GPU); ``--tp N`` is the same as
+``run.gpus=N``.
+
 Example (the paper's Qwen2.5-7B chain): ``python -m failfast_bench.backends --engine vllm target=qwen2.5-7b
 drafter.model=<EAGLE-3 head> dataset=gsm8k dataset.num_questions=30 run.max_new_tokens=1024``.
 """
@@ -17,7 +20,7 @@ from . import ENGINES, EngineUnavailable, compare, engine_module, settings_from_
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m failfast_bench.backends", description=__doc__.splitlines()[0])
     parser.add_argument("--engine", choices=ENGINES, required=True)
-    parser.add_argument("--tp", type=int, default=None, help="tensor parallel size of the target (paper: 2)")
+    parser.add_argument("--tp", type=int, default=None, help="tensor parallel size of the target (= run.gpus; paper: 2)")
     parser.add_argument("--port", type=int, default=None)
     parser.add_argument("--dtype", default=None)
     parser.add_argument("--enforce-eager", action="store_true", default=None)
@@ -32,8 +35,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from .. import data, models
     from ..cli import compose
 
-    cfg = compose(["drafter=eagle3", *overrides])
-    settings = settings_from_config(cfg, tensor_parallel=args.tp, port=args.port, dtype=args.dtype, enforce_eager=args.enforce_eager)
+    cfg = compose(["drafter=eagle3", *overrides, *([f"run.gpus={args.tp}"] if args.tp is not None else [])])
+    settings = settings_from_config(cfg, port=args.port, dtype=args.dtype, enforce_eager=args.enforce_eager)
+    try:
+        engine_module(args.engine).require(settings.tensor_parallel)  # before questions and tokenizers load
+    except EngineUnavailable as exc:
+        print(f"failfast-bench: error: {exc}", file=sys.stderr)
+        return 2
     questions, _ = data.load_questions(cfg.dataset)
     tokenizer = models.load_tokenizer(models.resolve_source(settings.target), cfg.target.trust_remote_code)
     prompts = [data.render_prompt(tokenizer, q, cfg.dataset.template) for q in questions]

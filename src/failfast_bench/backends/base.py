@@ -50,8 +50,9 @@ class EngineSettings:
     request_timeout_s: float = 600.0
 
 
-def require_engine(module: str, pip_hint: str, need_gpu: bool = True) -> None:
-    """Refuse early, with one line, when the engine package or a CUDA GPU is missing."""
+def require_engine(module: str, pip_hint: str, need_gpu: bool = True, tensor_parallel: int = 1) -> None:
+    """Refuse early, with one line, when the engine package, a CUDA GPU, or the ``tensor_parallel`` GPUs the
+    engine would shard the target over are missing (the engine itself fails minutes later, deep in its log)."""
     if importlib.util.find_spec(module) is None:
         raise EngineUnavailable(f"{module} is not installed here; on a GPU machine: pip install {pip_hint}")
     if need_gpu:
@@ -59,6 +60,21 @@ def require_engine(module: str, pip_hint: str, need_gpu: bool = True) -> None:
 
         if not torch.cuda.is_available():
             raise EngineUnavailable(f"{module} needs a CUDA GPU and this machine has none; run the engine backend on a GPU host")
+        visible = torch.cuda.device_count()
+        if tensor_parallel > visible:
+            raise EngineUnavailable(
+                f"{module} with tensor parallel size {tensor_parallel} (run.gpus) needs {tensor_parallel} GPUs but {visible} "
+                f"are visible; set run.gpus={visible} or make more GPUs visible (CUDA_VISIBLE_DEVICES)"
+            )
+
+
+def tensor_parallel_size(requested) -> int:
+    """``run.gpus``, or every visible GPU when it is null (at least 1, so a GPU-less host is refused as such)."""
+    if requested is not None:
+        return int(requested)
+    import torch
+
+    return max(1, torch.cuda.device_count() if torch.cuda.is_available() else 0)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -42,8 +42,8 @@ def server_command(s: EngineSettings, speculative: bool, python: Optional[str] =
     return cmd + list(s.extra_args)
 
 
-def require() -> None:
-    require_engine("vllm", PIP_HINT)
+def require(tensor_parallel: int = 1) -> None:
+    require_engine("vllm", PIP_HINT, tensor_parallel=tensor_parallel)
 
 
 def make_sender(base_url: str, timeout: float):

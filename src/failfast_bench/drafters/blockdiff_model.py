@@ -303,6 +303,7 @@ def load_fast_dllm_checkpoint(
     directory: Path, dtype=torch.float32, device="cpu", mask_token_id: Optional[int] = None, vocab_limit: Optional[int] = None
 ) -> BlockDiffusionLM:
     """Load a Fast-dLLM v2 checkpoint into a stock ``Qwen2ForCausalLM`` (no remote code)."""
+    from accelerate import init_empty_weights
     from transformers import Qwen2Config, Qwen2ForCausalLM
     from transformers.initialization import no_init_weights
 
@@ -311,11 +312,13 @@ def load_fast_dllm_checkpoint(
     fields = {k: v for k, v in raw.items() if k not in _FAST_DLLM_ONLY_FIELDS}
     config = Qwen2Config(**fields)
     config._attn_implementation = "sdpa"
-    with no_init_weights():
+    # Parameters on the meta device, then the checkpoint's tensors (cast to ``dtype``) take their place: the
+    # host never holds a float32 model next to the weights (6 GB for Fast_dLLM_v2_1.5B).
+    with no_init_weights(), init_empty_weights():
         model = Qwen2ForCausalLM(config)
-    state = _read_safetensors(directory)
+    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in _read_safetensors(directory).items()}
     tied = "lm_head.weight" not in state
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     if tied:
         # Tied checkpoints (the Qwen2.5-1.5B lineage) ship no lm_head tensor: the head is the embedding.
         if not config.tie_word_embeddings:
@@ -374,7 +377,7 @@ def load_project_drafter(
     return BlockDiffusionLM(
         body,
         embed,
-        borrowed_head(target_model, dtype),
+        borrowed_head(target_model, dtype, device),
         block_size=int(meta.get("block_size", 32)),
         mask_token_id=mask_id,
         mask_embedding=mask_vec.to(device=device, dtype=dtype),

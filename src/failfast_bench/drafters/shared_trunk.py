@@ -78,13 +78,14 @@ def drafter_config_dict(body: nn.Module, meta: dict) -> dict:
     return config
 
 
-def head_copy(head: nn.Module, dtype, rows: Optional[torch.Tensor] = None) -> nn.Linear:
-    """A frozen copy of an LM head in ``dtype``, keeping only ``rows`` (output ids) when given."""
+def head_copy(head: nn.Module, dtype, rows: Optional[torch.Tensor] = None, device=None) -> nn.Linear:
+    """A frozen copy of an LM head in ``dtype`` (on ``device``, default the head's), keeping only ``rows``
+    (output ids) when given."""
     weight, bias = head.weight, getattr(head, "bias", None)
     if rows is not None:
-        weight = weight.index_select(0, rows)
-        bias = None if bias is None else bias.index_select(0, rows)
-    copy = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device=weight.device, dtype=dtype)
+        weight = weight.index_select(0, rows.to(weight.device))
+        bias = None if bias is None else bias.index_select(0, rows.to(weight.device))
+    copy = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device=device or weight.device, dtype=dtype)
     with torch.no_grad():
         copy.weight.copy_(weight)
         if bias is not None:
@@ -93,12 +94,18 @@ def head_copy(head: nn.Module, dtype, rows: Optional[torch.Tensor] = None) -> nn
     return copy
 
 
-def borrowed_head(target_model, dtype) -> nn.Module:
-    """The target's LM head for a drafter computing in ``dtype``: the target's own module when the dtypes
-    agree, else a frozen copy cast to ``dtype`` (vocab x hidden more memory; a bf16 drafter next to a
-    float32 target then runs its head at bf16 speed)."""
+def borrowed_head(target_model, dtype, device=None) -> nn.Module:
+    """The target's LM head for a drafter computing in ``dtype`` on ``device``: the target's own module when
+    both agree, else a frozen copy (vocab x hidden more memory). A bf16 drafter next to a float32 target then
+    runs its head at bf16 speed; a drafter on the first GPU of a target spread over several gets a local copy
+    of the head, which lives on the last GPU, instead of shipping hidden states across GPUs every pass."""
     head = target_model.get_output_embeddings()
-    return head if head.weight.dtype == dtype else head_copy(head, dtype)
+    here = head.weight.device
+    device = torch.device(device) if device is not None else here
+    # "cuda" without an index means the current GPU, where a single-GPU target's head already is.
+    if head.weight.dtype == dtype and device.type == here.type and device.index in (None, here.index):
+        return head
+    return head_copy(head, dtype, device=device)
 
 
 def save_shared_trunk_lm(directory, body: nn.Module, target: str, dtype=torch.bfloat16, extra_meta: Optional[dict] = None) -> Path:
@@ -197,7 +204,7 @@ def load_shared_trunk_lm(path, target_model, dtype=torch.float32, device="cpu") 
     if missing or unexpected:
         raise ConfigError(f"{weights_file} does not match its config: missing {missing[:3]}, unexpected {unexpected[:3]}")
     body.to(device=device, dtype=dtype)
-    model = SharedTrunkLM(body, embed, borrowed_head(target_model, dtype))
+    model = SharedTrunkLM(body, embed, borrowed_head(target_model, dtype, device))
     model.eval()
     model.requires_grad_(False)
     return model
