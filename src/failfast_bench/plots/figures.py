@@ -615,7 +615,7 @@ def _plot_sweep(runs: pd.DataFrame, out_dir, *, func: str, x_col: str, fixed_col
     ax.set_ylabel("Modeled speedup over vanilla (×)")
     ax.set_title(f"{title} (profile {profile}, {accounting_of(rows)} accounting)", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return save_figure(fig, out_dir, stem)
 
 
