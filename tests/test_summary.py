@@ -192,3 +192,15 @@ def test_resummarize_keeps_the_run_facts_and_adds_the_new_ones(tmp_path):
     assert after["accounting"]["strict"]["a6000_paper"]["modeled_speedup"] == pytest.approx(2.87, abs=0.01)
     assert after["metrics"]["modeled_speedup"] == pytest.approx(3.27, abs=0.01)
     assert resummarize.main([str(run), "--check"]) == 0
+
+
+def test_a_complete_run_asked_for_under_the_other_accounting_is_reported_without_rerunning():
+    from failfast_bench.runner import headline
+
+    run = ROOT / "results" / "runs" / "smollm2-135m" / "gsm8k" / "dllm_0.05_df_0.45_60_10__5bd80a0fc7"
+    stored = strict_load((run / "summary.json").read_text())
+    strict = headline(stored, "strict")
+    assert strict["headline_accounting"] == "strict" and strict["metrics"]["accounting"] == "strict"
+    assert strict["metrics"]["modeled_speedup"] == pytest.approx(2.95, abs=0.01)
+    assert headline(stored, "paper") is stored
+    assert "accounting: strict" in format_summary(strict)

@@ -187,7 +187,8 @@ class Runner:
     def run(self) -> dict:
         cfg = self.cfg
         if cfg.run.skip_if_complete and trace.is_complete(self.run_dir):
-            summary = json.loads((self.run_dir / "summary.json").read_text())
+            summary = headline(json.loads((self.run_dir / "summary.json").read_text()),
+                               str(OmegaConf.select(cfg, "run.accounting", default="paper")))
             shutil.rmtree(self.run_dir / "partial", ignore_errors=True)  # killed between COMPLETE and clean-up
             print(f"[failfast-bench] complete results exist, skipping: {self.run_dir}")
             if cfg.logger.name != "none" and cfg.logger.mode != "disabled":
@@ -450,6 +451,18 @@ def build_summary(cfg, questions, rounds, *, run_dir, replay: bool, load_seconds
         **(extra or {}),
     }
     return trace.strict_json_value(summary), questions
+
+
+def headline(summary: dict, accounting: str) -> dict:
+    """``summary`` with ``metrics`` / ``metrics_by_profile`` taken from ``accounting`` (both are stored, so a
+    complete run asked for under the other accounting is reported without rerunning; the file is unchanged)."""
+    stored = summary.get("accounting", {})
+    if accounting == summary.get("headline_accounting", "paper") or accounting not in stored:
+        return summary
+    by_profile = stored[accounting]
+    primary = summary.get("primary_profile")
+    return {**summary, "headline_accounting": accounting, "metrics_by_profile": by_profile,
+            "metrics": by_profile.get(primary, summary["metrics"]), "accounting": {**stored, "headline": accounting}}
 
 
 ACCOUNTING_DEFINITIONS = {
