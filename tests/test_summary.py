@@ -2,9 +2,7 @@
 table, and the committed results (no model runs)."""
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
 from pathlib import Path
 
 import pandas as pd

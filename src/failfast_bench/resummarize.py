@@ -13,7 +13,6 @@ the old summary holds would change.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 from typing import Optional
