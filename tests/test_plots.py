@@ -37,6 +37,15 @@ def _run_row(rng, dataset, drafter, config_name, *, theta=math.nan, tau=math.nan
             modeled_speedup_refined=modeled * 0.9 if not math.isnan(modeled) else math.nan,
             measured_speedup=measured if not math.isnan(measured) else 1.1 + rng.random() * 0.3,
             lossless_mismatches=0))
+        row = rows[-1]
+        # The other aggregate forms (metrics.py): pooled a little below the mean, as when one question runs away.
+        for metric in ("modeled_speedup", "modeled_speedup_refined", "measured_speedup"):
+            mean = row[metric]
+            row.update({f"{metric}_median": mean * 0.9, f"{metric}_pooled": mean * 0.95,
+                        f"{metric}_pooled_ci_low": mean * 0.85, f"{metric}_pooled_ci_high": mean * 1.05})
+        row.update(acceptance_rate_pooled=acceptance * 0.98, mean_draft_len_pooled=mean_draft_len,
+                   drafter_passes_per_round_pooled=passes_per_round, tokens_per_round_pooled=tokens_per_round,
+                   accounting="paper", draft_kind="tree" if "tree" in config_name else "chain")
     return rows
 
 
@@ -229,7 +238,7 @@ def test_tables_write_markdown_and_latex(runs, tmp_path):
     md = (tmp_path / "t1_speedup.md").read_text()
     assert "| Target | Dataset | Method |" in md and "FailFast" in md
     tex = (tmp_path / "t1_speedup.tex").read_text()
-    assert r"\begin{tabular}" in tex and r"dllm\_0.05\_df" in tex and "Modeled speedup ($\\times$)" in tex
+    assert r"\begin{tabular}" in tex and r"dllm\_0.05\_df" in tex and "Modeled mean ($\\times$)" in tex
 
 
 def test_tables_refuse_missing_column(runs, tmp_path):
@@ -266,3 +275,89 @@ def test_rounds_of_several_targets_are_never_interleaved(rounds, tmp_path):
 def test_question_ids_match_as_int_or_str(rounds):
     page = trajectory.render_trajectory_html(rounds, config_name="ar_None_sf_8", question_id=1, dataset="gsm8k")
     assert "question 1" in page
+
+
+# ------------------------------------------------------------------------------------------------
+# Issue 13: like-for-like T2, tree acceptance, F10 conventions, named statistics
+
+
+def test_t2_paper_convention_ratio_compares_like_with_like(runs):
+    """The paper divides FailFast's modeled speedup by EAGLE-3's measured one. That is only like for like
+    when both describe one machine: FailFast is priced under the profile measured where EAGLE-3 ran."""
+    frame = runs.assign(machine_profile="cpu")
+    t2 = tables.table_t2(frame).set_index("dataset")
+    row = t2.loc["gsm8k"]
+    ff_cpu = frame[(frame["profile"] == "cpu") & (frame["config_name"] == row["failfast_config"]) & (frame["dataset"] == "gsm8k")]
+    eg = frame[(frame["profile"] == "a6000_paper") & (frame["config_name"] == row["eagle3_config"]) & (frame["dataset"] == "gsm8k")]
+    expected = ff_cpu["modeled_speedup_pooled"].iloc[0] / eg["measured_speedup_pooled"].iloc[0]
+    assert row["ratio_paper_convention"] == pytest.approx(expected)
+    a6000_over_cpu = row["failfast_modeled"] / row["eagle3_measured"]  # the old, mixed ratio
+    assert row["ratio_paper_convention"] != pytest.approx(a6000_over_cpu)
+    assert row["machine_profile"] == "cpu"
+    # Without a profile of the measuring machine the ratio is left empty, never A6000-modeled over CPU-measured.
+    assert math.isnan(tables.table_t2(runs).set_index("dataset").loc["gsm8k", "ratio_paper_convention"])
+
+
+def test_t1_keeps_tree_acceptance_out_of_the_chain_acceptance_column(runs, tmp_path):
+    t1 = tables.table_t1(runs).set_index(["dataset", "method"])
+    tree = t1.loc[("gsm8k", figures.EAGLE3)]
+    assert tree["config_name"] == "eagle3_tree_8_10_60"
+    assert math.isnan(tree["acceptance_rate"]) and tree["acceptance_tree"] == pytest.approx(0.4)
+    chain = t1.loc[("gsm8k", figures.FAILFAST)]
+    assert not math.isnan(chain["acceptance_rate"]) and math.isnan(chain["acceptance_tree"])
+    md = tables.write_t1(runs, tmp_path)[0].read_text()
+    assert "Acceptance, tree: accepted / nodes (%)" in md and "Acceptance, chain (%)" in md
+
+
+def test_t1_shows_mean_pooled_ci_and_names_ranking_and_accounting(runs, tmp_path):
+    md = tables.write_t1(runs, tmp_path)[0].read_text()
+    assert "ranked by pooled modeled speedup (modeled_speedup_pooled)" in md and "paper accounting" in md
+    for header in ("Modeled mean (×)", "Modeled median (×)", "Modeled pooled [95% CI] (×)", "Degenerate questions", "Load guard"):
+        assert header in md, header
+    assert tables.table_t1(runs, statistic="mean").attrs["ranked_by"] == "modeled_speedup"
+
+
+def _f10_row(**overrides):
+    # Two questions: R = 10, P = 20 and R = 30, P = 80: mean P/R = 2.33, pooled P/R = 100/40 = 2.5.
+    pass_ms, step_ms = 6.1, 52.6
+    row = dict(drafter_passes_per_round=(20 / 10 + 80 / 30) / 2, drafter_passes_per_round_pooled=100 / 40,
+               speculation_ms_per_question=100 * pass_ms / 2, verification_ms_per_question=40 * step_ms / 2,
+               acceptance_rate=0.3, acceptance_rate_pooled=0.25, mean_draft_len=12.0, mean_draft_len_pooled=10.0)
+    row.update(overrides)
+    return row
+
+
+def test_f10_cost_ratio_is_pooled_throughout():
+    """c = t_draft / TPT exactly: the pooled time split over the pooled passes per round (not the mean)."""
+    assert figures._cost_ratio_per_pass(_f10_row()) == pytest.approx(6.1 / 52.6)
+    alpha, gamma, c = figures.f10_inputs(_f10_row())
+    assert gamma == 10.0 and alpha == pytest.approx(alpha_from_acceptance(0.25, 10.0))
+
+
+def test_f10_on_the_committed_failfast_trace_recovers_the_paper_cost_ratio():
+    from pathlib import Path
+
+    from failfast_bench.latency import load_profile
+    from failfast_bench.report import collect
+
+    run = Path(__file__).resolve().parents[1] / "results" / "runs" / "smollm2-135m" / "gsm8k" / "dllm_0.05_df_0.45_60_10__5bd80a0fc7"
+    runs_frame, _ = collect([run], [load_profile("a6000_paper")])
+    assert figures._cost_ratio_per_pass(runs_frame.iloc[0].to_dict()) == pytest.approx(6.1 / 52.6)  # was 0.1055
+
+
+def test_f10_code_and_docs_agree_on_the_dllm_pass_count():
+    """paper-reference §13 F10: (γ − 1)//8 + 2 = ⌈γ/8⌉ + 1 passes: one per started sub-block plus ONE more."""
+    for gamma in range(1, 50):
+        assert figures._dllm_passes(gamma, 8) == math.ceil(gamma / 8) + 1
+    for func in (figures._dllm_passes, figures.plot_theoretical_speedup, figures.theoretical_curves):
+        doc = func.__doc__ or ""
+        assert "plus two" not in doc, func.__name__
+    assert "plus one housekeeping pass" in figures._dllm_passes.__doc__
+    assert "⌈γ/8⌉ + 1" in figures.plot_theoretical_speedup.__doc__
+
+
+def test_sweep_figures_draw_mean_and_pooled(runs, tmp_path):
+    paths = figures.plot_nmax_sensitivity(runs, tmp_path)
+    assert paths[0].exists()
+    with pytest.raises(ValueError, match="modeled_speedup_pooled"):
+        figures.plot_nmax_sensitivity(runs.drop(columns=["modeled_speedup_pooled"]), tmp_path)

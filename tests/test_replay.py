@@ -209,6 +209,17 @@ def test_replayed_run_equals_live_run_on_smollm2(tmp_path, tmp_path_factory):
         assert list(map(str, live_q[col])) == list(map(str, rep_q[col])), col
     for key in ("modeled_speedup", "modeled_speedup_refined", "acceptance_rate", "tokens_per_round"):
         assert rep_s["metrics"][key] == pytest.approx(live_s["metrics"][key]), key
-    assert rep_s["metrics"]["measured_speedup"] != rep_s["metrics"]["measured_speedup"]  # NaN
+    assert rep_s["metrics"]["measured_speedup"] is None  # null in strict JSON: nothing was timed
+    # Both accountings come from the same replayed trace; asking for strict reports it without a rerun.
+    for s in (live_s, rep_s):
+        paper, strict = s["accounting"]["paper"]["a6000_paper"], s["accounting"]["strict"]["a6000_paper"]
+        assert strict["tokens_per_round_pooled"] <= paper["tokens_per_round_pooled"]
+        assert strict["n_out_total"] <= min(paper["n_out_total"], 2 * 20)
+    for key in ("modeled_speedup", "modeled_speedup_pooled", "acceptance_rate", "tokens_per_round"):
+        assert rep_s["accounting"]["strict"]["a6000_paper"][key] == pytest.approx(live_s["accounting"]["strict"]["a6000_paper"][key]), key
+    cfg = compose([*common, "run.replay=true", "run.accounting=strict"])
+    assert Runner(cfg).run_dir == rep_dir
+    again = Runner(cfg).run()
+    assert again["headline_accounting"] == "strict" and again["metrics"] == rep_s["accounting"]["strict"]["a6000_paper"]
     assert json.loads((rep_dir / "manifest.json").read_text())["replay"] is True
     assert rep_s["replay"] is True

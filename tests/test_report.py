@@ -120,6 +120,43 @@ def test_report_cli_prints_curves_and_writes_tables(sweep_root, tmp_path, capsys
         assert exc.value.code == 2
 
 
+def test_best_config_names_the_statistic_it_ranks_by_and_defaults_to_pooled():
+    import pandas as pd
+
+    # "a" wins on the mean only because one question runs away; "b" wins pooled (and on the median).
+    runs = pd.DataFrame({
+        "profile": "p", "target": "t", "dataset": "d", "family": "failfast", "config_name": ["a", "b"],
+        "modeled_speedup": [3.1, 2.0], "modeled_speedup_median": [1.4, 1.5], "modeled_speedup_pooled": [1.5, 1.6],
+        "measured_speedup": [float("nan")] * 2,
+    })
+    best = report.best_configs(runs)
+    assert list(best["config_name"]) == ["b"] and list(best["ranked_by"]) == ["modeled_speedup_pooled"]
+    paper = report.best_configs(runs, statistic="mean")
+    assert list(paper["config_name"]) == ["a"] and list(paper["ranked_by"]) == ["modeled_speedup"]
+    assert list(report.best_configs(runs, statistic="median")["config_name"]) == ["b"]
+
+
+def test_collect_carries_accounting_degenerate_questions_and_load_guard(sweep_root):
+    runs, _ = report.collect([sweep_root], [load_profile("a6000_paper")], "strict")
+    assert set(runs["accounting"]) == {"strict"}
+    for column in ("modeled_speedup_pooled", "modeled_speedup_pooled_ci_low", "n_degenerate", "degenerate_questions",
+                   "load_guard", "modeled_speedup_pooled_excluding_degenerate", "draft_kind", "machine_profile"):
+        assert column in runs.columns, column
+    assert set(runs["load_guard"]) <= {"ok", "flagged", "n/a"}
+    with pytest.raises(ValueError, match="accounting"):
+        report.collect([sweep_root], [load_profile("a6000_paper")], "lenient")
+
+
+def test_report_cli_rank_by_and_accounting_flags(sweep_root, capsys):
+    assert report.main([str(sweep_root), "--profile", "a6000_paper", "--no-curves", "--rank-by", "mean", "--accounting", "strict"]) == 0
+    text = capsys.readouterr().out
+    assert "Accounting: strict" in text and "ranked by mean modeled_speedup (column modeled_speedup)" in text
+    assert report.main([str(sweep_root), "--profile", "a6000_paper", "--no-curves"]) == 0
+    assert "ranked by pooled modeled_speedup (column modeled_speedup_pooled)" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        report.main([str(sweep_root), "--rank-by", "mode"])
+
+
 @pytest.mark.integration
 @requires_smollm2
 def test_micro_tau_multirun_then_report_prints_the_tau_curve_and_rerun_skips(tmp_path):

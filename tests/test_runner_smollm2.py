@@ -94,3 +94,21 @@ def test_vanilla_is_reused_across_jobs_of_the_same_setup(tmp_path):
     reference = json.loads((Runner(second).run_dir / "manifest.json").read_text())["vanilla_reference"]
     assert reference["policy"] == "reuse" and reference["reused_questions"] == 2 and reference["measured_questions"] == 0
     assert any(str(Runner(first).run_dir) in origin for origin in reference["reused_from"])
+
+
+def test_strict_accounting_on_the_embedded_default_shares_the_run_directory(tmp_path):
+    """run.accounting is a reporting choice: same trace, same directory, both accountings stored."""
+    paper_cfg = cfg_for(tmp_path, "drafter=ar", "drafter.model=target", "drafter.spec_len=6")
+    strict_cfg = cfg_for(tmp_path, "drafter=ar", "drafter.model=target", "drafter.spec_len=6", "run.accounting=strict")
+    assert Runner(paper_cfg).run_dir == Runner(strict_cfg).run_dir
+    summary = Runner(strict_cfg).run()
+    assert summary["headline_accounting"] == "strict" and summary["metrics"]["accounting"] == "strict"
+    saved = json.loads((Runner(strict_cfg).run_dir / "summary.json").read_text(), parse_constant=lambda c: pytest.fail(c))
+    paper, strict = saved["accounting"]["paper"]["a6000_paper"], saved["accounting"]["strict"]["a6000_paper"]
+    assert strict["n_out_total"] <= min(paper["n_out_total"], 2 * 24)
+    assert strict["acceptance_rate"] == paper["acceptance_rate"] == 1.0  # the target drafting for itself
+    _, questions, _ = trace.load_run(Runner(strict_cfg).run_dir)
+    assert {"degenerate", "loop_period", "vanilla_tokens_per_second"} <= set(questions.columns)
+    assert Runner(paper_cfg).run()["headline_accounting"] == "paper"  # complete: re-headlined, not rerun
+    text = format_summary(summary)
+    assert "accounting: strict" in text and "paper accounting" in text and "load guard" in text

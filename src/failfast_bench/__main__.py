@@ -33,7 +33,8 @@ def main() -> None:
         except (ConfigError, AssetMissing) as exc:
             fail(str(exc))
         # Returned for Hydra sweepers that optimise (e.g. Optuna).
-        return float(summary["metrics"].get("modeled_speedup", float("nan")))
+        value = summary["metrics"].get("modeled_speedup")  # null in strict JSON when undefined
+        return float("nan") if value is None else float(value)
 
     app()
 

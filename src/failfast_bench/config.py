@@ -164,6 +164,13 @@ class RunSettings:
     # Reuse complete results of an identical config (by config hash) instead of rerunning.
     skip_if_complete: bool = True
     replay: bool = False
+    # Reporting only (not hashed: the same trace serves both): which output accounting the summary headlines,
+    # "paper" (last-round overshoot counts, nominal draft lengths) or "strict" (cut at max_new_tokens, tokens
+    # actually drafted). Both are always stored side by side (summary.json "accounting"); see metrics.py.
+    accounting: str = "paper"
+    # Load guard: flag the run's measured numbers when vanilla tokens/s varies by more than this fraction
+    # within the run (CV) or differs that much from the hardware profile's measured decode step.
+    load_tolerance: float = 0.15
 
 
 @dataclass
@@ -220,6 +227,8 @@ def validate(cfg: Any) -> None:
     _check(ds.selection in ("standard", "paper"), f"dataset.selection={ds.selection!r}; valid: standard, paper")
     _check(ds.fallback in ("auto", "warn", "refuse", "allow"), f"dataset.fallback={ds.fallback!r}; valid: auto, warn, refuse, allow")
     _check(ds.num_questions is None or ds.num_questions >= 1, f"dataset.num_questions={ds.num_questions} must be >= 1")
+    _check(run.accounting in ("paper", "strict"), f"run.accounting={run.accounting!r}; valid: paper, strict")
+    _check(run.load_tolerance > 0, f"run.load_tolerance={run.load_tolerance} must be > 0 (a fraction, e.g. 0.15)")
     _check(run.max_new_tokens >= 1, f"run.max_new_tokens={run.max_new_tokens} must be >= 1")
     _check(
         str(run.measure_vanilla).lower() in ("auto", "always", "reuse", "never", "true", "false"),

@@ -23,6 +23,9 @@ class HardwareProfile:
     verify_ms: dict[str, dict[int, float]] = field(default_factory=dict)
     fallback_target: Optional[str] = None
     description: str = ""
+    # Conditions the profile was measured under, per target (``python -m failfast_bench.profile`` writes
+    # them: dtype, threads, ...); empty for constants such as the paper's. The load guard reads them.
+    measured: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> "HardwareProfile":
@@ -36,6 +39,7 @@ class HardwareProfile:
             },
             fallback_target=data.get("fallback_target"),
             description=str(data.get("description", "")),
+            measured={str(k): v for k, v in dict(data.get("measured") or {}).items()},
         )
 
     def target_key(self, target: str) -> str:

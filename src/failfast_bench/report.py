@@ -1,12 +1,16 @@
 """Collect finished runs into one table, re-price them under any hardware profile, pick best configs.
 
     python -m failfast_bench.report [DIR ...] [--profile a6000_paper --profile cpu] [--out report/]
+        [--sort modeled_speedup] [--rank-by pooled|mean|median] [--accounting paper|strict]
 
 Every directory is searched recursively for complete runs (``COMPLETE`` marker). No model is loaded:
-modeled speedups are recomputed from the stored traces, so a trace can be re-priced for other hardware.
-The best configuration per (target, dataset, drafter family) is chosen by mean modeled speedup, as the
-paper does. Sweeps along one hyperparameter (τ, N_max, θ, spec_len, N) with the others held fixed are
-printed as curves, e.g. the τ curve of ``experiment=micro_tau``.
+modeled speedups are recomputed from the stored traces, so a trace can be re-priced for other hardware and
+under either output accounting (``--accounting paper|strict``, see metrics.py). Every metric comes in four
+forms (mean over questions = the paper's convention, median, pooled, 95 % bootstrap CI of the pooled value).
+The best configuration per (target, dataset, drafter family) is chosen by one named statistic of one
+metric: by default the *pooled* modeled speedup (``--rank-by mean`` ranks like the paper). Sweeps along one
+hyperparameter (τ, N_max, θ, spec_len, N) with the others held fixed are printed as curves, e.g. the τ
+curve of ``experiment=micro_tau``.
 """
 from __future__ import annotations
 
@@ -25,7 +29,11 @@ RUN_KEY_COLUMNS = ["run_id", "target", "dataset", "drafter", "family", "config_n
 # Hyperparameters a sweep varies; a curve moves one of them and holds the rest fixed.
 SWEEP_PARAMS = ("tau", "n_max", "theta", "spec_len", "n")
 PARAM_LABELS = {"tau": "τ", "n_max": "N_max", "theta": "θ", "spec_len": "spec_len", "n": "N"}
-CURVE_METRICS = ["modeled_speedup", "modeled_speedup_refined", "measured_speedup", "acceptance_rate", "tokens_per_round", "drafter_passes_per_round", "mean_draft_len"]
+CURVE_METRICS = ["modeled_speedup", "modeled_speedup_median", "modeled_speedup_pooled", "modeled_speedup_refined",
+                 "measured_speedup", "measured_speedup_pooled", "acceptance_rate", "tokens_per_round",
+                 "tokens_per_round_pooled", "drafter_passes_per_round", "mean_draft_len"]
+# Metrics --sort accepts (each in its four forms: metric, metric_median, metric_pooled, metric_pooled_ci_*).
+RANKABLE_METRICS = tuple(metrics.RATIO_METRICS)
 
 
 def find_runs(roots: Iterable[Path]) -> list[Path]:
@@ -65,24 +73,47 @@ def _run_identity(run_dir: Path, summary: dict) -> dict:
         "drafter_dtype": d.get("dtype") or cfg["run"]["dtype"],
         "latency_key": cfg["target"].get("latency_key", summary["target"]),
         "replay": bool(cfg["run"].get("replay", False)),
+        # EAGLE-3 trees: the acceptance denominator is every tree node, not a chain's length.
+        "draft_kind": "tree" if family == "eagle3" and d.get("tree") else "chain",
     }
     for key, ok in applicable.items():
         row[key] = d.get(key) if ok else float("nan")
     return row
 
 
-def collect(roots: Iterable[Path], profiles: list[HardwareProfile]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(runs, rounds): one row per run × profile, and every round of every run (with run_id)."""
+def collect(roots: Iterable[Path], profiles: list[HardwareProfile], accounting: str = "paper") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(runs, rounds): one row per run × profile under one output ``accounting`` (metrics.py), and every
+    round of every run (with run_id). Each run row also carries its degenerate questions and load guard."""
+    if accounting not in metrics.ACCOUNTING_MODES:
+        raise ValueError(f"accounting={accounting!r}; valid: {', '.join(metrics.ACCOUNTING_MODES)}")
     run_rows, round_frames = [], []
+    every_profile = _all_profiles(profiles)
     for run_dir in find_runs(roots):
         rounds, questions, summary = trace.load_run(run_dir)
         ident = _run_identity(run_dir, summary)
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+        max_new = int(cfg["run"]["max_new_tokens"])
+        questions = metrics.with_question_flags(questions, max_new)
+        guard = metrics.load_guard(questions, every_profile, ident["latency_key"], str(cfg["run"].get("dtype")),
+                                   cfg["run"].get("threads") or None,
+                                   float(cfg["run"].get("load_tolerance", metrics.DEFAULT_LOAD_TOLERANCE)))
+        flagged = questions[questions["degenerate"]]
+        facts = {
+            "accounting": accounting,
+            "degenerate_questions": ", ".join(f"{q} (p={p})" for q, p in zip(flagged["question_id"], flagged["loop_period"])),
+            "load_guard": ("flagged" if guard["flagged"] else "ok") if guard["applicable"] else "n/a",
+            "load_guard_reasons": "; ".join(guard["reasons"]) if guard["applicable"] else "",
+            "vanilla_tokens_per_second_cv": guard.get("vanilla_tokens_per_second_cv", float("nan")),
+            # The profile measured on the machine and dtype this run ran with (T2's like-for-like ratio).
+            "machine_profile": getattr(metrics.machine_profile(every_profile, ident["latency_key"],
+                                                               str(cfg["run"].get("dtype")))[0], "name", None),
+        }
         for profile in profiles:
             try:
-                m = metrics.summarize(questions, rounds, profile, ident["latency_key"], ident["drafter"])
+                m = metrics.summarize(questions, rounds, profile, ident["latency_key"], ident["drafter"], accounting, max_new)
             except KeyError:
                 continue
-            run_rows.append({**ident, **m})
+            run_rows.append({**ident, **m, **facts})
         r = rounds.copy()
         r["run_id"] = ident["run_id"]
         r["config_name"] = ident["config_name"]
@@ -95,20 +126,37 @@ def collect(roots: Iterable[Path], profiles: list[HardwareProfile]) -> tuple[pd.
     return runs, rounds_all
 
 
-def best_configs(runs: pd.DataFrame, metric: str = "modeled_speedup") -> pd.DataFrame:
-    """Best config per (profile, target, dataset, drafter family) by mean ``metric`` (paper convention).
+def _all_profiles(given: list[HardwareProfile]) -> list[HardwareProfile]:
+    """The given profiles, then every other one in conf/hardware (the load guard looks for a measured one)."""
+    out = list(given)
+    for name in available_profiles():
+        if name not in {p.name for p in out}:
+            try:
+                out.append(load_profile(name))
+            except Exception:  # noqa: BLE001 - a broken optional profile must not sink a report
+                continue
+    return out
 
+
+def best_configs(runs: pd.DataFrame, metric: str = "modeled_speedup",
+                 statistic: str = metrics.DEFAULT_RANK_STATISTIC) -> pd.DataFrame:
+    """Best config per (profile, target, dataset, drafter family) by ``statistic`` of ``metric``.
+
+    ``statistic``: ``pooled`` (default: Σ over questions, robust to one runaway question), ``mean`` (the
+    paper's mean over questions) or ``median``. The column ranked by is recorded in ``ranked_by``.
     Families are the ``drafter=`` options: ``ar`` (fixed length) and ``ar_dynamic`` are ranked separately.
     """
     if runs.empty:
         return runs
+    column = metrics.statistic_column(metric, statistic)
     family = "family" if "family" in runs.columns else "drafter"
     # Ties (a replayed sweep point and its live rerun price alike) go to the run with a measured speedup.
     live = runs["measured_speedup"].notna() if "measured_speedup" in runs.columns else pd.Series(False, index=runs.index)
-    ranked = runs.assign(_live=live).sort_values([metric, "_live"], ascending=[False, False], na_position="last").drop(columns="_live")
-    return ranked.groupby(["profile", "target", "dataset", family], as_index=False, sort=True).head(1).sort_values(
-        ["profile", "target", "dataset", metric], ascending=[True, True, True, False]
+    ranked = runs.assign(_live=live).sort_values([column, "_live"], ascending=[False, False], na_position="last").drop(columns="_live")
+    best = ranked.groupby(["profile", "target", "dataset", family], as_index=False, sort=True).head(1).sort_values(
+        ["profile", "target", "dataset", column], ascending=[True, True, True, False]
     )
+    return best.assign(ranked_by=column)
 
 
 def sweep_curves(runs: pd.DataFrame, params=SWEEP_PARAMS, min_points: int = 3) -> list[tuple[str, str, pd.DataFrame]]:
@@ -178,7 +226,11 @@ def curves_frame(curves: list[tuple[str, str, pd.DataFrame]]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-SHOW = ["target", "dataset", "family", "config_name", "replay", "acceptance_rate", "tokens_per_round", "drafter_passes_per_round", "modeled_speedup", "modeled_speedup_refined", "measured_speedup", "lossless_mismatches"]
+SHOW = ["target", "dataset", "family", "config_name", "replay", "accounting", "acceptance_rate", "acceptance_rate_pooled",
+        "tokens_per_round", "tokens_per_round_pooled", "drafter_passes_per_round", "modeled_speedup",
+        "modeled_speedup_median", "modeled_speedup_pooled", "modeled_speedup_pooled_ci_low", "modeled_speedup_pooled_ci_high",
+        "modeled_speedup_pooled_excluding_degenerate", "modeled_speedup_refined_pooled", "measured_speedup",
+        "measured_speedup_pooled", "throughput_ratio_pooled", "n_degenerate", "load_guard", "lossless_mismatches"]
 
 
 def to_markdown(frame: pd.DataFrame, columns: list[str] = SHOW) -> str:
@@ -194,6 +246,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="append", help=f"hardware profile(s) to price under (default: all: {', '.join(available_profiles())})")
     parser.add_argument("--out", help="write runs.csv, runs.parquet, rounds.parquet, best.csv, curves.csv, report.md here")
     parser.add_argument("--sort", default="modeled_speedup", help="metric that ranks configs and draws curve bars")
+    parser.add_argument("--rank-by", default=metrics.DEFAULT_RANK_STATISTIC, choices=metrics.STATISTICS,
+                        help="statistic of --sort that picks the best config: pooled (default; Σ over questions), "
+                             "mean (the paper's mean over questions) or median")
+    parser.add_argument("--accounting", default="paper", choices=metrics.ACCOUNTING_MODES,
+                        help="output accounting: paper (overshoot past max_new_tokens counts; nominal draft lengths) "
+                             "or strict (cut at max_new_tokens; tokens actually drafted)")
     parser.add_argument("--no-curves", dest="curves", action="store_false", help="do not print one-hyperparameter sweep curves")
     args = parser.parse_args(argv)
     try:
@@ -203,15 +261,19 @@ def main(argv: list[str] | None = None) -> int:
     missing = [d for d in args.dirs if not Path(d).exists()]
     if missing:
         parser.error(f"no such directory: {', '.join(missing)}")
-    runs, rounds = collect([Path(d) for d in args.dirs], profiles)
-    if not runs.empty and args.sort not in runs.columns:
-        parser.error(f"--sort {args.sort!r} is not a metric; try one of: {', '.join(CURVE_METRICS)}")
-    best = best_configs(runs, args.sort)
-    text = "## All runs\n\n" + to_markdown(runs.sort_values(["profile", "target", "dataset", args.sort], ascending=[True, True, True, False]) if not runs.empty else runs)
-    text += "\n## Best config per (target, dataset, drafter family)\n\n" + to_markdown(best, ["profile"] + SHOW)
+    if args.sort not in RANKABLE_METRICS:
+        parser.error(f"--sort {args.sort!r} is not a metric; try one of: {', '.join(RANKABLE_METRICS)}")
+    runs, rounds = collect([Path(d) for d in args.dirs], profiles, args.accounting)
+    rank_column = metrics.statistic_column(args.sort, args.rank_by)
+    best = best_configs(runs, args.sort, args.rank_by)
+    text = (f"Accounting: {args.accounting}. Every metric: mean over questions (paper; bare name), _median, _pooled "
+            f"(Σ over questions), _pooled_ci_low/_high (95 % bootstrap CI of the pooled value).\n\n")
+    text += "## All runs\n\n" + to_markdown(runs.sort_values(["profile", "target", "dataset", rank_column], ascending=[True, True, True, False]) if not runs.empty else runs)
+    text += (f"\n## Best config per (target, dataset, drafter family), ranked by {args.rank_by} {args.sort} "
+             f"(column {rank_column})\n\n" + to_markdown(best, ["profile", "ranked_by"] + SHOW))
     curves = sweep_curves(runs) if args.curves else []
     for param, title, curve in curves:
-        text += f"\n## {title}\n\n" + curve_markdown(param, curve, args.sort if args.sort in curve.columns else "modeled_speedup")
+        text += f"\n## {title}\n\n" + curve_markdown(param, curve, rank_column if rank_column in curve.columns else "modeled_speedup_pooled")
     print(text)
     if args.out:
         out = Path(args.out)

@@ -25,8 +25,9 @@ from .drafters import config_name, resolve_drafter_model
 from .drafters.draft_vocab import VOCAB_FILE
 from .latency import HardwareProfile, available_profiles, load_profile
 
-# Keys that do not change results: excluded from the config hash.
-_UNHASHED_RUN_KEYS = ("progress", "output_dir", "skip_if_complete", "threads", "gpus")
+# Keys that do not change results: excluded from the config hash. ``accounting`` and ``load_tolerance`` are
+# reporting choices computed from the same trace (both accountings are always stored).
+_UNHASHED_RUN_KEYS = ("progress", "output_dir", "skip_if_complete", "threads", "gpus", "accounting", "load_tolerance")
 # Options that never change what a run computes (how it reports or refuses), excluded from the hash.
 _UNHASHED_KEYS = (("dataset", "fallback"),)
 # Options added after runs were committed: at their default they leave the hash (and the run directory) as it was.
@@ -246,7 +247,8 @@ class Runner:
     def run(self) -> dict:
         cfg = self.cfg
         if cfg.run.skip_if_complete and trace.is_complete(self.run_dir):
-            summary = json.loads((self.run_dir / "summary.json").read_text())
+            summary = headline(json.loads((self.run_dir / "summary.json").read_text()),
+                               str(OmegaConf.select(cfg, "run.accounting", default="paper")))
             shutil.rmtree(self.run_dir / "partial", ignore_errors=True)  # killed between COMPLETE and clean-up
             print(f"[failfast-bench] complete results exist, skipping: {self.run_dir}")
             if cfg.logger.name != "none" and cfg.logger.mode != "disabled":
@@ -444,36 +446,16 @@ class Runner:
 
     # ------------------------------------------------------------------------------------------
     def _finish(self, q_records, r_records, source, tokenizer, target, drafter, load_seconds, manifest) -> dict:
-        from . import metrics, models
+        from . import models
 
         cfg = self.cfg
         rounds = trace.records_frame(r_records, trace.ROUND_COLUMNS)
         questions = trace.records_frame(q_records, trace.QUESTION_COLUMNS)
-        selected = HardwareProfile.from_mapping(OmegaConf.to_container(cfg.hardware, resolve=True))
-        by_profile = {}
-        for profile in _profiles(selected, cfg.target.latency_key):
-            try:
-                by_profile[profile.name] = metrics.summarize(questions, rounds, profile, cfg.target.latency_key, cfg.drafter.name)
-            except KeyError as exc:
-                by_profile[profile.name] = {"error": str(exc)}
-        summary = {
-            "run_dir": str(self.run_dir),
-            "config_name": config_name(cfg.drafter),
-            "config_hash": config_hash(cfg),
-            "target": cfg.target.name,
-            "latency_key": cfg.target.latency_key,
-            "dataset": cfg.dataset.name,
-            "drafter": cfg.drafter.name,
-            "primary_profile": selected.name,
-            "replay": self.replay,
-            "metrics": by_profile[selected.name],
-            "metrics_by_profile": by_profile,
-            "stop_reasons": rounds["stop_reason"].value_counts().to_dict() if len(rounds) else {},
-            "draft_len": _distribution(rounds["draft_len"]) if len(rounds) else {},
-            "load_seconds": load_seconds,
+        summary, questions = build_summary(
+            cfg, questions, rounds, run_dir=self.run_dir, replay=self.replay, load_seconds=load_seconds, config_hash=config_hash(cfg),
             # null, or one line saying how the questions differ from the requested ones (packaged GSM8K sample).
-            "dataset_fallback": getattr(source, "fallback", None),
-        }
+            extra={"dataset_fallback": getattr(source, "fallback", None)},
+        )
         man = manifest.build_manifest(cfg, source=source, target=target, drafter=drafter, run_hash=summary["config_hash"])
         man["target_model"] = models.model_identity(target)
         tools = getattr(self, "_tools", None)
@@ -494,6 +476,92 @@ class Runner:
         return summary
 
 
+def build_summary(cfg, questions, rounds, *, run_dir, replay: bool, load_seconds, config_hash: str,
+                  profiles: Optional[list[HardwareProfile]] = None, extra: Optional[dict] = None):
+    """(summary, questions with their derived columns) of a finished run, from its trace alone.
+
+    Every profile prices the trace under both accountings (``summary["accounting"]["paper" | "strict"]``,
+    keyed by profile); ``metrics`` / ``metrics_by_profile`` repeat the one ``run.accounting`` headlines.
+    Degenerate questions and the load guard are computed here too. No model is needed, so stored traces
+    can be summarised again (:mod:`failfast_bench.resummarize`). Undefined values are ``None`` (strict JSON).
+    """
+    from . import metrics
+
+    selected = HardwareProfile.from_mapping(OmegaConf.to_container(cfg.hardware, resolve=True))
+    profiles = profiles if profiles is not None else _profiles(selected, cfg.target.latency_key)
+    headline = str(OmegaConf.select(cfg, "run.accounting", default="paper") or "paper")
+    tolerance = float(OmegaConf.select(cfg, "run.load_tolerance", default=metrics.DEFAULT_LOAD_TOLERANCE))
+    max_new = int(cfg.run.max_new_tokens)
+    questions = metrics.with_question_flags(questions, max_new)
+    by_mode: dict[str, dict] = {}
+    for mode in metrics.ACCOUNTING_MODES:
+        by_profile = {}
+        for profile in profiles:
+            try:
+                by_profile[profile.name] = metrics.summarize(questions, rounds, profile, cfg.target.latency_key,
+                                                             cfg.drafter.name, mode, max_new)
+            except KeyError as exc:
+                by_profile[profile.name] = {"error": str(exc)}
+        by_mode[mode] = by_profile
+    degenerate = questions[questions["degenerate"]]
+    summary = {
+        "run_dir": str(run_dir),
+        "config_name": config_name(cfg.drafter),
+        "config_hash": config_hash,
+        "target": cfg.target.name,
+        "latency_key": cfg.target.latency_key,
+        "dataset": cfg.dataset.name,
+        "drafter": cfg.drafter.name,
+        "primary_profile": selected.name,
+        "replay": bool(replay),
+        "max_new_tokens": max_new,
+        "headline_accounting": headline,
+        "metrics": by_mode[headline][selected.name],
+        "metrics_by_profile": by_mode[headline],
+        "accounting": {
+            "headline": headline,
+            "definitions": ACCOUNTING_DEFINITIONS,
+            **by_mode,
+        },
+        "degenerate": {
+            "rule": (f"target output ends in a loop: smallest period p <= {metrics.LOOP_MAX_PERIOD} such that the last "
+                     f">= max({metrics.LOOP_MIN_TOKENS}, {metrics.LOOP_MIN_FRACTION:g} x length) output tokens repeat "
+                     f"with period p (metrics.loop_period)"),
+            "count": int(len(degenerate)),
+            "questions": [{"question_id": str(q), "loop_period": int(p)}
+                          for q, p in zip(degenerate["question_id"], degenerate["loop_period"])],
+        },
+        "load_guard": metrics.load_guard(questions, profiles, cfg.target.latency_key, str(cfg.run.dtype),
+                                         int(cfg.run.threads) if cfg.run.threads else None, tolerance),
+        "stop_reasons": rounds["stop_reason"].value_counts().to_dict() if len(rounds) else {},
+        "draft_len": _distribution(rounds["draft_len"]) if len(rounds) else {},
+        "load_seconds": load_seconds,
+        **(extra or {}),
+    }
+    return trace.strict_json_value(summary), questions
+
+
+def headline(summary: dict, accounting: str) -> dict:
+    """``summary`` with ``metrics`` / ``metrics_by_profile`` taken from ``accounting`` (both are stored, so a
+    complete run asked for under the other accounting is reported without rerunning; the file is unchanged)."""
+    stored = summary.get("accounting", {})
+    if accounting == summary.get("headline_accounting", "paper") or accounting not in stored:
+        return summary
+    by_profile = stored[accounting]
+    primary = summary.get("primary_profile")
+    return {**summary, "headline_accounting": accounting, "metrics_by_profile": by_profile,
+            "metrics": by_profile.get(primary, summary["metrics"]), "accounting": {**stored, "headline": accounting}}
+
+
+ACCOUNTING_DEFINITIONS = {
+    "paper": ("N_out counts every token of the last round, including those past max_new_tokens (the authors' "
+              "code); acceptance denominator = the draft's nominal length (draft_len)"),
+    "strict": ("N_out cut at max_new_tokens per turn; acceptance denominator = tokens actually drafted "
+               "(len(draft_tokens)); the last round's modeled time (its drafter passes and verification) is "
+               "charged in full; wall-clock times are as measured"),
+}
+
+
 def _distribution(series) -> dict:
     return {
         "min": int(series.min()),
@@ -503,19 +571,61 @@ def _distribution(series) -> dict:
     }
 
 
-def _times(value: float) -> str:
-    return "n/a" if value != value else f"{value:.2f}x"  # NaN: not measured (replay, or no vanilla run)
+def _num(value) -> Optional[float]:
+    """A stored metric as a float, or None when undefined (null in strict JSON, NaN in memory, absent)."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if value == value and value not in (float("inf"), float("-inf")) else None
+
+
+def _times(value) -> str:
+    value = _num(value)
+    return "n/a" if value is None else f"{value:.2f}x"  # undefined: not measured (replay, or no vanilla run)
+
+
+def _ci(m: dict, key: str) -> str:
+    lo, hi = _num(m.get(f"{key}_pooled_ci_low")), _num(m.get(f"{key}_pooled_ci_high"))
+    return "[n/a]" if lo is None or hi is None else f"[{lo:.2f}, {hi:.2f}]"
+
+
+def _fixed(value, fmt: str) -> str:
+    value = _num(value)
+    return "n/a" if value is None else format(value, fmt)
+
+
+def _aggregate_line(m: dict, key: str, suffix: str = "") -> str:
+    """mean / median / pooled [95% CI of pooled] of one metric, labelled."""
+    get = lambda stat: m.get(f"{key}{stat}{suffix}")  # noqa: E731
+    lo, hi = _num(get("_pooled_ci_low")), _num(get("_pooled_ci_high"))
+    ci = "n/a" if lo is None or hi is None else f"{lo:.2f}-{hi:.2f}"
+    return f"mean {_times(get(''))}, median {_times(get('_median'))}, pooled {_times(get('_pooled'))} (95% CI {ci})"
 
 
 def format_summary(summary: dict) -> str:
-    """The table printed at the end of a run."""
+    """The table printed at the end of a run.
+
+    Modeled speedups per profile in three aggregate forms (mean over questions = the paper's convention;
+    median; pooled = total modeled vanilla time / total modeled time, with its 95 % bootstrap CI); the
+    measured wall-clock numbers on one labelled line (per-question mean, median, pooled wall-time ratio
+    and throughput ratio side by side, so no single one is read as the result); the other accounting;
+    degenerate questions and the headline without them; the load guard.
+    """
+    headline = summary.get("headline_accounting", "paper")
     lines = [
         f"run: {summary['target']} / {summary['dataset']} / {summary['config_name']}",
         f"results: {summary['run_dir']}",
     ]
     if summary.get("replay"):
         lines.append("replay: verdicts from the target's cached greedy continuation (measured speedup n/a; modeled exact)")
-    header = f"{'profile':<14} {'accept':>7} {'tau':>6} {'passes/rd':>9} {'modeled':>8} {'refined':>8} {'measured':>9} {'mismatch':>8}"
+    lines.append(f"accounting: {headline} ({summary.get('accounting', {}).get('definitions', {}).get(headline, 'paper convention')})")
+    lines.append("modeled speedup: mean over questions (paper) | median | pooled = total modeled vanilla time / total "
+                 "modeled time, with its 95% bootstrap CI over questions")
+    header = (f"{'profile':<14} {'accept':>7} {'tau':>6} {'passes/rd':>9} | {'mean':>7} {'median':>7} {'pooled':>7} "
+              f"{'95% CI':>14} | {'refined':>8} {'pooled':>7} | {'mismatch':>8}")
     lines.append(header)
     key = summary.get("latency_key", summary["target"])
     fallbacks = []
@@ -530,16 +640,60 @@ def format_summary(summary: dict) -> str:
             fallbacks.append(f"* {name} has no {key} latencies: priced as its fallback target {priced_as}")
             name += "*"
         lines.append(
-            f"{name:<14} {m['acceptance_rate']:>7.3f} {m['tokens_per_round']:>6.2f} {m['drafter_passes_per_round']:>9.2f} "
-            f"{m['modeled_speedup']:>7.2f}x {m['modeled_speedup_refined']:>7.2f}x {_times(m['measured_speedup']):>9} "
-            f"{m['lossless_mismatches']:>8d}"
+            f"{name:<14} {_fixed(m.get('acceptance_rate'), '.3f'):>7} {_fixed(m.get('tokens_per_round'), '.2f'):>6} "
+            f"{_fixed(m.get('drafter_passes_per_round'), '.2f'):>9} | {_times(m.get('modeled_speedup')):>7} "
+            f"{_times(m.get('modeled_speedup_median')):>7} {_times(m.get('modeled_speedup_pooled')):>7} "
+            f"{_ci(m, 'modeled_speedup'):>14} | {_times(m.get('modeled_speedup_refined')):>8} "
+            f"{_times(m.get('modeled_speedup_refined_pooled')):>7} | {int(m.get('lossless_mismatches', 0)):>8d}"
         )
     lines.extend(fallbacks)
     m = summary["metrics"]
-    lines.append(
-        f"questions: {m['n_questions']}  tokens/s: {m['tokens_per_second']:.1f} (vanilla {m['vanilla_tokens_per_second']:.1f})  "
-        f"harness overhead: {100 * m['harness_overhead_share']:.1f}% of wall time"
-    )
+    if _num(m.get("measured_speedup")) is None and _num(m.get("measured_speedup_pooled")) is None:
+        lines.append("measured (wall clock): n/a (no vanilla timings in this run)")
+    else:
+        lines.append(
+            f"measured (wall clock, this machine): per-question mean {_times(m.get('measured_speedup'))} | median "
+            f"{_times(m.get('measured_speedup_median'))} | pooled (total vanilla wall / total wall) "
+            f"{_times(m.get('measured_speedup_pooled', m.get('measured_speedup_total')))} {_ci(m, 'measured_speedup')} | "
+            f"throughput ratio {_times(m.get('throughput_ratio_pooled'))} ({_fixed(m.get('tokens_per_second'), '.1f')} tok/s "
+            f"vs vanilla {_fixed(m.get('vanilla_tokens_per_second'), '.1f')} tok/s)"
+        )
+    accounting = summary.get("accounting", {})
+    primary = summary.get("primary_profile")
+    for mode in ("paper", "strict"):
+        other = accounting.get(mode, {}).get(primary) if mode != headline else None
+        if other and "error" not in other:
+            lines.append(
+                f"{mode} accounting ({primary}): modeled {_aggregate_line(other, 'modeled_speedup')}; "
+                f"tau mean {_fixed(other.get('tokens_per_round'), '.2f')} pooled {_fixed(other.get('tokens_per_round_pooled'), '.2f')}; "
+                f"acceptance mean {_fixed(other.get('acceptance_rate'), '.3f')} pooled {_fixed(other.get('acceptance_rate_pooled'), '.3f')}"
+            )
+    degenerate = summary.get("degenerate")
+    if degenerate is not None:
+        if degenerate.get("count"):
+            which = ", ".join(f"{d['question_id']} (period {d['loop_period']})" for d in degenerate["questions"])
+            lines.append(f"degenerate questions (target output loops; kept in every number above): "
+                         f"{degenerate['count']} of {m.get('n_questions', '?')}: {which}")
+            suffix = "_excluding_degenerate"
+            text = f"  without them ({primary}): modeled {_aggregate_line(m, 'modeled_speedup', suffix)}"
+            if _num(m.get(f"measured_speedup_pooled{suffix}")) is not None:
+                text += (f"; measured mean {_times(m.get(f'measured_speedup{suffix}'))}, pooled "
+                         f"{_times(m.get(f'measured_speedup_pooled{suffix}'))}, throughput ratio "
+                         f"{_times(m.get(f'throughput_ratio_pooled{suffix}'))}")
+            lines.append(text)
+        else:
+            lines.append("degenerate questions (target output loops): none")
+    guard = summary.get("load_guard")
+    if guard and guard.get("applicable"):
+        state = "FLAGGED: " + "; ".join(guard["reasons"]) if guard.get("flagged") else "ok"
+        expected = _num(guard.get("expected_tokens_per_second"))
+        lines.append(
+            f"load guard: {state} (vanilla {_fixed(guard.get('vanilla_tokens_per_second_pooled'), '.1f')} tok/s, "
+            f"CV {_fixed(100 * (_num(guard.get('vanilla_tokens_per_second_cv')) or 0.0), '.0f')}% across questions; "
+            + (f"profile expects {expected:.1f} tok/s" if expected else guard.get("expected_note", "no profile expectation"))
+            + f"; tolerance {100 * float(guard.get('tolerance', 0.15)):.0f}%)"
+        )
+    lines.append(f"questions: {m['n_questions']}  harness overhead: {_fixed(100 * (_num(m.get('harness_overhead_share')) or float('nan')), '.1f')}% of wall time")
     if summary.get("stop_reasons"):
         lines.append("draft stop reasons: " + ", ".join(f"{k}={v}" for k, v in sorted(summary["stop_reasons"].items())))
     if summary.get("draft_len"):

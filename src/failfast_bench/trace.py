@@ -7,6 +7,7 @@ reads. A run directory holds ``rounds.parquet``, ``questions.parquet``, ``summar
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -100,11 +101,41 @@ def write_parquet(frame: pd.DataFrame, path: Path) -> None:
     _atomic(Path(path), lambda tmp: frame.to_parquet(tmp, index=False))
 
 
+def strict_json_value(obj: Any) -> Any:
+    """``obj`` with every undefined number (NaN, ±inf, pandas NA) as ``None``, numpy scalars as Python
+    numbers and tuples as lists: what strict JSON (RFC 8259: jq, JavaScript, most dashboards) can hold."""
+    if isinstance(obj, dict):
+        return {(k if isinstance(k, str) else str(k)): strict_json_value(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json_value(v) for v in obj]
+    if isinstance(obj, bool) or obj is None or isinstance(obj, str):
+        return obj
+    if hasattr(obj, "item") and not isinstance(obj, (int, float)) and getattr(obj, "ndim", 0) == 0:
+        obj = obj.item()  # numpy / torch scalar
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, int):
+        return obj
+    try:
+        if pd.isna(obj):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return obj
+
+
+def dumps_strict(obj: Any, **kwargs) -> str:
+    """JSON text with ``null`` for undefined values; refuses NaN/Infinity instead of writing them."""
+    return json.dumps(strict_json_value(obj), allow_nan=False, default=str, **kwargs)
+
+
 def write_json(obj: Any, path: Path) -> None:
+    """Atomically write strict JSON (``null`` for undefined values, never NaN/Infinity)."""
+    text = dumps_strict(obj, indent=2, sort_keys=True) + "\n"
+
     def _w(tmp: str) -> None:
         with open(tmp, "w") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=True, default=str)
-            fh.write("\n")
+            fh.write(text)
 
     _atomic(Path(path), _w)
 

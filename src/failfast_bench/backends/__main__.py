@@ -9,11 +9,11 @@ drafter.model=<EAGLE-3 head> dataset=gsm8k dataset.num_questions=30 run.max_new_
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from ..trace import dumps_strict
 from . import ENGINES, EngineUnavailable, compare, engine_module, settings_from_config
 
 
@@ -47,7 +47,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     prompts = [data.render_prompt(tokenizer, q, cfg.dataset.template) for q in questions]
     result = compare(args.engine, settings, prompts, cfg.run.max_new_tokens, Path(args.log_dir))
     result.update(target=cfg.target.name, dataset=cfg.dataset.name)
-    text = json.dumps(result, indent=2)
+    text = dumps_strict(result, indent=2)
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n")

@@ -2,6 +2,7 @@
 
     python -m failfast_bench.plots --runs runs.parquet --rounds rounds.parquet --out results/figures
         [--training-curve curve.csv] [--profile a6000_paper] [--tokenizer DIR]
+        [--accounting paper|strict] [--rank-by pooled|mean|median]
 
 A figure whose data is absent (no FailFast sweep, no EAGLE-3 rows, ...) is skipped with a note; a
 frame that breaks the column contract is reported and makes the exit status 1.
@@ -15,6 +16,7 @@ from typing import Callable, Optional
 
 import pandas as pd
 
+from ..metrics import ACCOUNTING_MODES, DEFAULT_RANK_STATISTIC, STATISTICS
 from . import figures, tables, trajectory
 
 
@@ -38,7 +40,8 @@ def _decoder(tokenizer_dir: Optional[str]) -> Optional[Callable[[list[int]], str
 
 
 def build_jobs(runs: Optional[pd.DataFrame], rounds: Optional[pd.DataFrame], curve: Optional[pd.DataFrame],
-               out: Path, profile: Optional[str], decode) -> list[tuple[str, Callable[[], list[Path]]]]:
+               out: Path, profile: Optional[str], decode,
+               statistic: str = DEFAULT_RANK_STATISTIC) -> list[tuple[str, Callable[[], list[Path]]]]:
     jobs = []
     if runs is not None:
         jobs += [
@@ -47,8 +50,8 @@ def build_jobs(runs: Optional[pd.DataFrame], rounds: Optional[pd.DataFrame], cur
             ("F7", lambda: figures.plot_tau_sensitivity(runs, out, profile=profile)),
             ("F8", lambda: figures.plot_nmax_sensitivity(runs, out, profile=profile)),
             ("F10", lambda: figures.plot_theoretical_speedup(runs, out, profile=profile)),
-            ("T1", lambda: tables.write_t1(runs, out, profile)),
-            ("T2", lambda: tables.write_t2(runs, out, profile)),
+            ("T1", lambda: tables.write_t1(runs, out, profile, statistic=statistic)),
+            ("T2", lambda: tables.write_t2(runs, out, profile, statistic=statistic)),
         ]
     if rounds is not None:
         jobs += [
@@ -73,6 +76,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.add_argument("--profile", help="latency profile for modeled numbers (default: a6000_paper if present)")
     parser.add_argument("--tokenizer", help="local tokenizer directory to show F4 tokens as text")
+    parser.add_argument("--accounting", default="paper", choices=ACCOUNTING_MODES,
+                        help="output accounting of --results (paper: overshoot counts, nominal draft lengths; strict: "
+                             "cut at max_new_tokens, tokens actually drafted); figures and tables name it")
+    parser.add_argument("--rank-by", default=DEFAULT_RANK_STATISTIC, choices=STATISTICS,
+                        help="statistic of the modeled speedup that picks T1/T2's best configs (default pooled)")
     args = parser.parse_args(argv)
     if args.results is None and args.runs is None and args.rounds is None and args.training_curve is None:
         parser.error("give at least one of --results, --runs, --rounds, --training-curve")
@@ -87,11 +95,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         missing = [str(d) for d in args.results if not d.exists()]
         if missing:
             parser.error(f"no such results directory: {', '.join(missing)}")
-        runs, rounds = collect(args.results, [load_profile(p) for p in available_profiles()])
+        runs, rounds = collect(args.results, [load_profile(p) for p in available_profiles()], args.accounting)
         if runs.empty:
             parser.error(f"no complete runs under {', '.join(map(str, args.results))}")
     status = 0
-    for name, job in build_jobs(runs, rounds, curve, args.out, args.profile, _decoder(args.tokenizer)):
+    for name, job in build_jobs(runs, rounds, curve, args.out, args.profile, _decoder(args.tokenizer), args.rank_by):
         try:
             paths = job()
         except figures.NoDataError as exc:

@@ -22,7 +22,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from ..metrics import alpha_from_acceptance, theorem_3_8_speedup
+from ..metrics import (DEFAULT_RANK_STATISTIC, alpha_from_acceptance, dllm_passes_per_draft, statistic_column,
+                       theorem_3_8_speedup)
 from . import paper_data
 
 # ---------------------------------------------------------------------------------------------
@@ -94,30 +95,49 @@ def one_row_per_run(runs: pd.DataFrame) -> pd.DataFrame:
     return runs.drop_duplicates("run_id") if "run_id" in runs.columns else runs
 
 
-def _rank_key(rows: pd.DataFrame) -> pd.Series:
-    # EAGLE-3 is measured, not modeled: rank by measured speedup where no modeled one exists.
-    modeled = rows["modeled_speedup"].astype(float)
-    if "measured_speedup" in rows.columns:
-        return modeled.where(modeled.notna(), rows["measured_speedup"].astype(float))
+def _rank_key(rows: pd.DataFrame, statistic: str = DEFAULT_RANK_STATISTIC) -> pd.Series:
+    # A run without a modeled speedup (a measured-only EAGLE-3 row) is ranked by its measured one.
+    column = statistic_column("modeled_speedup", statistic)
+    if column not in rows.columns:
+        raise ValueError(f"best_per_method: runs is missing required column(s) {column} (ranking by {statistic})")
+    modeled = rows[column].astype(float)
+    measured = statistic_column("measured_speedup", statistic)
+    if measured in rows.columns:
+        return modeled.where(modeled.notna(), rows[measured].astype(float))
     return modeled
 
 
-def best_per_method(runs: pd.DataFrame, methods: Sequence[str] = MAIN_METHODS) -> pd.DataFrame:
-    """The best config of each method per (target, dataset), ranked by modeled speedup.
+def best_per_method(runs: pd.DataFrame, methods: Sequence[str] = MAIN_METHODS,
+                    statistic: str = DEFAULT_RANK_STATISTIC) -> pd.DataFrame:
+    """The best config of each method per (target, dataset), ranked by ``statistic`` (pooled by default;
+    ``mean`` = the paper's mean over questions) of the modeled speedup.
 
     ``runs`` must already be restricted to one latency profile. Returns one row per
-    (target, dataset, method) with every column of ``runs`` plus ``method``.
+    (target, dataset, method) with every column of ``runs`` plus ``method`` and ``ranked_by``.
     """
     rows = with_methods(runs)
-    rows = rows[rows["method"].isin(methods)].reset_index(drop=True)
-    rows["_rank"] = _rank_key(rows)
+    rows = rows[rows["method"].isin(methods)]
+    if "measured_speedup" in rows.columns:
+        # Ties (a replayed sweep point and its live rerun price alike) go to the run with a measured speedup.
+        rows = rows.assign(_live=rows["measured_speedup"].notna()).sort_values("_live", ascending=False, kind="stable")
+        rows = rows.drop(columns="_live")
+    rows = rows.reset_index(drop=True)
+    rows["_rank"] = _rank_key(rows, statistic)
     rows = rows[rows["_rank"].notna()]
     if rows.empty:
         return rows.drop(columns="_rank")
     best = rows.loc[rows.groupby(["target", "dataset", "method"], sort=False)["_rank"].idxmax()]
     order = {m: i for i, m in enumerate(methods)}
     best = best.assign(_order=best["method"].map(order)).sort_values(["target", "dataset", "_order"])
+    best = best.assign(ranked_by=statistic_column("modeled_speedup", statistic))
     return best.drop(columns=["_rank", "_order"]).reset_index(drop=True)
+
+
+def accounting_of(rows: pd.DataFrame) -> str:
+    """The output accounting the rows were computed under (``paper`` when the frame does not say)."""
+    if "accounting" not in rows.columns or rows["accounting"].dropna().empty:
+        return "paper"
+    return ", ".join(sorted(map(str, rows["accounting"].dropna().unique())))
 
 
 def _sorted_ids(ids: Iterable) -> list:
@@ -253,12 +273,14 @@ PAPER_FAILFAST_CONFIGS = ("dllm_0.05_df_0.4_60_10", "dllm_0.05_df_0.45_60_10")
 
 
 def _dllm_passes(gamma: int, sub_block: int) -> int:
-    """Passes for a γ-token dLLM draft: one per started sub-block plus two housekeeping passes."""
-    return (gamma - 1) // sub_block + 2
+    """Passes for a γ-token dLLM draft: one per started sub-block plus one housekeeping pass,
+    ⌈γ/b⌉ + 1 (:func:`failfast_bench.metrics.dllm_passes_per_draft`)."""
+    return dllm_passes_per_draft(gamma, sub_block)
 
 
 def theoretical_curves(alpha: float, cost_ratio: float, gammas: Sequence[int], dllm: bool, sub_block: int = 8) -> np.ndarray:
-    """Theorem 3.8 speedup per γ; for a dLLM drafter the per-token cost ratio is sub-linear in γ."""
+    """Theorem 3.8 speedup per γ; for a dLLM drafter the per-token cost ratio is sub-linear in γ:
+    c(γ) = c · (⌈γ/b⌉ + 1) / γ (one pass per started sub-block plus one housekeeping pass)."""
     values = []
     for g in gammas:
         c = cost_ratio * _dllm_passes(g, sub_block) / g if dllm else cost_ratio
@@ -318,7 +340,7 @@ def plot_concavity(runs: pd.DataFrame, out_dir: Path | str, *, spec_len: Optiona
                 label=f"{paper_data.PAPER_LABEL}: AR drafter, spec 8")
     ax.set_xlabel("Avg. drafter forward passes per round (passes)")
     ax.set_ylabel("Acceptance rate (%)")
-    ax.set_title("F1: acceptance vs drafter compute per round")
+    ax.set_title(f"F1: acceptance vs drafter compute per round\n(mean over questions, {accounting_of(rows)} accounting)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     return save_figure(fig, out_dir, stem)
@@ -430,7 +452,7 @@ def plot_easy_region_cdf(rounds: pd.DataFrame, out_dir: Path | str, *, config_na
 # ---------------------------------------------------------------------------------------------
 
 F5_COLUMNS = ("run_id", "target", "dataset", "drafter", "config_name", "profile", "modeled_speedup",
-              "speculation_ms_per_question", "verification_ms_per_question")
+              "modeled_speedup_pooled", "speculation_ms_per_question", "verification_ms_per_question")
 F5_METHODS = (AR, FAST_DLLM, FAILFAST)
 
 
@@ -478,7 +500,8 @@ def plot_latency_breakdown(runs: pd.DataFrame, out_dir: Path | str, *, profile: 
     ax.set_xticks(range(len(groups)), [g[0] for g in groups], fontsize=8)
     ax.set_xlabel("Target model and dataset" if several_datasets else "Target model")
     ax.set_ylabel("Latency per query (s)")
-    ax.set_title(f"F5: latency breakdown, best config per method (modeled, profile {profile})", fontsize=10)
+    ax.set_title(f"F5: latency breakdown, best config per method by pooled speedup\n(modeled, profile {profile}, "
+                 f"{accounting_of(rows)} accounting; mean per question)", fontsize=10)
     handles = [Patch(facecolor=METHOD_COLORS.get(m, "#888888"), edgecolor="black", label=m) for m in methods]
     handles += [Patch(facecolor="#525252", edgecolor="black", label="verification (dark, bottom)"),
                 Patch(facecolor=_lighter("#525252"), edgecolor="black", label="speculation (light, top)")]
@@ -540,7 +563,7 @@ def plot_length_cdf(rounds: pd.DataFrame, out_dir: Path | str, *, ar_config: Opt
 # ---------------------------------------------------------------------------------------------
 
 SWEEP_COLUMNS = ("run_id", "target", "dataset", "drafter", "config_name", "profile", "theta", "tau", "n",
-                 "n_max", "modeled_speedup")
+                 "n_max", "modeled_speedup", "modeled_speedup_pooled")
 
 
 def _one_axis_sweeps(rows: pd.DataFrame, x_col: str, fixed_cols: Sequence[str], preferred: dict) -> list:
@@ -558,7 +581,7 @@ def _one_axis_sweeps(rows: pd.DataFrame, x_col: str, fixed_cols: Sequence[str], 
         if not candidates:
             continue
         count, _, fixed, sub = max(candidates, key=lambda t: (t[0], t[1]))
-        sub = sub.groupby(x_col, as_index=False)["modeled_speedup"].mean().sort_values(x_col)
+        sub = sub.groupby(x_col, as_index=False)[["modeled_speedup", "modeled_speedup_pooled"]].mean().sort_values(x_col)
         out.append((tgt, ds, fixed, sub))
     return out
 
@@ -581,16 +604,18 @@ def _plot_sweep(runs: pd.DataFrame, out_dir, *, func: str, x_col: str, fixed_col
     fig = _new_figure()
     ax = fig.add_subplot()
     for tgt, ds, fixed, sub in sweeps:
-        ax.plot(sub[x_col], sub["modeled_speedup"], marker="o", ms=4,
-                label=f"FailFast {_pair_label(tgt, ds)} ({_fixed_text(fixed)})")
+        line, = ax.plot(sub[x_col], sub["modeled_speedup"], marker="o", ms=4,
+                        label=f"FailFast {_pair_label(tgt, ds)} ({_fixed_text(fixed)}): mean over questions")
+        ax.plot(sub[x_col], sub["modeled_speedup_pooled"], marker="^", ms=4, linestyle=":", color=line.get_color(),
+                label=f"FailFast {_pair_label(tgt, ds)}: pooled (Σ vanilla time / Σ time)")
     if paper:
         ax.plot(reference[x_col], reference["modeled_speedup"], linestyle="--", marker="s", ms=4, mfc="none",
                 color=PAPER_COLOR, label=f"{paper_data.PAPER_LABEL}: MATH ({paper_fixed})")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("Modeled speedup over vanilla (×)")
-    ax.set_title(f"{title} (profile {profile})", fontsize=10)
+    ax.set_title(f"{title} (profile {profile}, {accounting_of(rows)} accounting)", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return save_figure(fig, out_dir, stem)
 
 
@@ -664,25 +689,37 @@ def plot_training_curve(curve: pd.DataFrame, out_dir: Path | str, *, window: int
 # ---------------------------------------------------------------------------------------------
 
 F10_COLUMNS = ("run_id", "target", "dataset", "drafter", "config_name", "profile", "modeled_speedup",
-               "acceptance_rate", "mean_draft_len", "drafter_passes_per_round",
-               "speculation_ms_per_question", "verification_ms_per_question")
+               "modeled_speedup_pooled", "acceptance_rate_pooled", "mean_draft_len_pooled",
+               "speculation_ms_per_question", "verification_ms_per_question", "drafter_passes_per_round_pooled")
 
 
 def _cost_ratio_per_pass(row: dict) -> float:
-    """t_draft / TPT implied by the modeled split: speculation/verification = (P/R)·c."""
-    passes = float(row["drafter_passes_per_round"])
+    """t_draft / TPT implied by the modeled split, pooled throughout: Σ speculation / Σ verification =
+    (ΣP / ΣR) · c, so c = (Σ speculation / Σ verification) / (ΣP / ΣR). The per-question means of the split
+    are Σ / n on both sides, so their ratio is the pooled one; dividing it by the *mean* of per-question
+    P/R (as before) mixed two conventions and gave c = 0.1055 instead of 6.1 / 52.6 = 0.116."""
+    passes = float(row["drafter_passes_per_round_pooled"])
     verif = float(row["verification_ms_per_question"])
     if not passes > 0 or not verif > 0:
         return float("nan")
     return float(row["speculation_ms_per_question"]) / verif / passes
 
 
+def f10_inputs(row: dict) -> tuple[float, float, float]:
+    """(α, γ, c) of one run for F10, one convention throughout (pooled over questions): γ = Σ drafted / Σ
+    rounds, α backed out of Σ accepted / Σ drafted at that γ, c from :func:`_cost_ratio_per_pass`."""
+    rate, gamma, c = float(row["acceptance_rate_pooled"]), float(row["mean_draft_len_pooled"]), _cost_ratio_per_pass(row)
+    alpha = alpha_from_acceptance(rate, gamma) if gamma > 0 and math.isfinite(rate) else float("nan")
+    return alpha, gamma, c
+
+
 def plot_theoretical_speedup(runs: pd.DataFrame, out_dir: Path | str, *, profile: Optional[str] = None,
                              gammas: Sequence[int] = paper_data.F10_GAMMAS, sub_block: int = paper_data.F10_SUB_BLOCK,
                              paper: bool = True, stem: str = "f10_theoretical_speedup") -> list[Path]:
     """F10: Leviathan Theorem 3.8 speedup vs γ, with α backed out from the measured acceptance of the
-    best AR drafter and the best FailFast config, and the cost ratio implied by the latency model.
-    AR costs one pass per token; the dLLM one pass per started sub-block plus two."""
+    best AR drafter and the best FailFast config, and the cost ratio implied by the latency model, all
+    pooled over questions (:func:`f10_inputs`). AR costs one pass per token; the dLLM one pass per started
+    sub-block plus one housekeeping pass, ⌈γ/8⌉ + 1 (paper-reference §13 F10: (γ − 1)//8 + 2)."""
     func = "plot_theoretical_speedup (F10)"
     require_columns(runs, F10_COLUMNS, func, "runs")
     rows, profile = select_profile(runs, profile, func)
@@ -692,16 +729,15 @@ def plot_theoretical_speedup(runs: pd.DataFrame, out_dir: Path | str, *, profile
     ax = fig.add_subplot()
     drawn = 0
     for row in best.to_dict("records"):
-        rate, gamma, c = float(row["acceptance_rate"]), float(row["mean_draft_len"]), _cost_ratio_per_pass(row)
-        if not (gamma > 0 and math.isfinite(c)):
+        alpha, gamma, c = f10_inputs(row)
+        if not (gamma > 0 and math.isfinite(c) and math.isfinite(alpha)):
             continue
-        alpha = alpha_from_acceptance(rate, gamma)
         dllm = row["method"] == FAILFAST
         curve = theoretical_curves(alpha, c, gammas, dllm=dllm, sub_block=sub_block)
         color = METHOD_COLORS[row["method"]]
         ax.plot(gammas, curve, marker="o" if dllm else "D", ms=3, color=color,
                 label=f"{'dLLM (FailFast acc.)' if dllm else 'AR drafter'} {_pair_label(row['target'], row['dataset'])}: "
-                      f"α={alpha:.3f}, c={c:.3f}")
+                      f"α={alpha:.3f} (pooled acc. at γ={gamma:.1f}), c={c:.3f}")
         drawn += 1
     if drawn == 0:
         raise NoDataError(f"{func}: no AR or FailFast rows with acceptance, draft length and latency split")
@@ -714,7 +750,8 @@ def plot_theoretical_speedup(runs: pd.DataFrame, out_dir: Path | str, *, profile
                     alpha=0.8 if dllm else 0.5, label=f"{paper_data.PAPER_LABEL}: {what}, α={alpha:.4f}, c={c_paper:.3f}")
     ax.set_xlabel("Speculation length per round γ (tokens)")
     ax.set_ylabel("Theoretical speedup (×)")
-    ax.set_title(f"F10: Leviathan et al. Thm 3.8 speedup vs draft length (profile {profile})", fontsize=10)
+    ax.set_title(f"F10: Leviathan et al. Thm 3.8 speedup vs draft length\n(profile {profile}, {accounting_of(rows)} "
+                 f"accounting, pooled over questions; dLLM cost ⌈γ/8⌉+1 passes)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.set_ylim(bottom=0)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))

@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from ..drafters.eagle3_head import Eagle3Head, default_tap_layers, new_head_config, save_head
+from ..trace import dumps_strict
 from .data import Example, ResponseStore, is_heldout
 
 log = logging.getLogger(__name__)
@@ -842,7 +843,7 @@ def export(head: Eagle3Head, out_dir: Path, summary: dict) -> None:
         "heldout_expected_tokens_per_round_chain": summary["final_eval"]["expected_tokens_per_round"],
     }
     save_head(head, out_dir, dtype=torch.bfloat16, extra=meta)
-    (out_dir / "train_summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    (out_dir / "train_summary.json").write_text(dumps_strict(summary, indent=2) + "\n")
     (out_dir / "README.md").write_text(model_card(summary, out_dir))
 
 

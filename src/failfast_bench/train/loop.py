@@ -26,6 +26,7 @@ from typing import Any, Callable, Optional, Protocol, Sequence
 
 import torch
 
+from ..trace import dumps_strict
 from .data import Example, atomic_write_text, iter_examples
 
 log = logging.getLogger(__name__)
@@ -198,7 +199,7 @@ class Trainer:
     def log_line(self, record: dict) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with open(self.run_dir / "log.jsonl", "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
+            fh.write(dumps_strict(record) + "\n")
         if self.wandb is not None:
             self.wandb.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=record.get("step"))
 
