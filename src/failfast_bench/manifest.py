@@ -15,6 +15,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def git_sha() -> str:
+    # An installed wheel has no repository of its own; a git repository above site-packages is not this code.
+    if not (REPO_ROOT / "pyproject.toml").is_file() or not (REPO_ROOT / "src" / "failfast_bench").is_dir():
+        return "installed"
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5).stdout.strip()
