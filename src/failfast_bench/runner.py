@@ -27,7 +27,7 @@ from .latency import HardwareProfile, available_profiles, load_profile
 # Keys that do not change results: excluded from the config hash.
 _UNHASHED_RUN_KEYS = ("progress", "output_dir", "skip_if_complete", "threads")
 # Options added after runs were committed: at their default they leave the hash (and the run directory) as it was.
-_HASHED_ONLY_IF_SET = (("drafter", "draft_vocab", False),)
+_HASHED_ONLY_IF_SET = (("drafter", "draft_vocab", False), ("drafter", "revision", None), ("dataset", "revision", None))
 
 
 def config_hash(cfg) -> str:
@@ -48,11 +48,20 @@ def config_hash(cfg) -> str:
 
 
 def drafter_weights_id(cfg) -> Optional[str]:
-    """SHA-256 of a local drafter's weight files (None for vanilla, the target itself, or a hub id)."""
+    """What identifies the drafter's weights: SHA-256 of a local drafter's weight files, ``hub:<repo>@<commit>``
+    for a hub id (the commit its revision resolves to, so an updated hub drafter is a new run), None for vanilla,
+    the target itself, or a hub id whose commit cannot be resolved."""
+    from . import hub, models
+    from .assets import AssetMissing
+    from .drafters import drafter_revision
+
     try:
         model = resolve_drafter_model(cfg)
-    except ConfigError:
+        src = models.resolve_source(model) if model not in (None, "target") else None
+    except (ConfigError, AssetMissing):
         return None
+    if src is not None and not src.is_local:
+        return hub.hash_id(model, drafter_revision(cfg.drafter))
     if model in (None, "target") or not Path(model).is_dir():
         return None
     files = sorted(p for p in Path(model).iterdir() if p.suffix in (".safetensors", ".bin", ".pt"))
@@ -71,8 +80,8 @@ def _files_sha256(files: tuple) -> str:
     return digest.hexdigest()
 
 
-def run_dir_for(cfg) -> Path:
-    name = f"{config_name(cfg.drafter)}__{config_hash(cfg)[:10]}"
+def run_dir_for(cfg, run_hash: Optional[str] = None) -> Path:
+    name = f"{config_name(cfg.drafter)}__{(run_hash or config_hash(cfg))[:10]}"
     return Path(cfg.run.output_dir) / cfg.target.name / cfg.dataset.name / name
 
 
@@ -91,22 +100,55 @@ def preflight(cfg) -> dict[str, Any]:
         raise ConfigError(f"dataset.num_questions={cfg.dataset.num_questions} but {cfg.dataset.name} has {size} questions")
     for name in cfg.target.assets:
         assets.require(name)
+    check_revisions(cfg, drafter_model)
     if drafter_model not in (None, "target"):
-        check_drafter_tokenizer(cfg, drafter_model)
+        if cfg.drafter.name == "eagle3":
+            check_eagle3_head(cfg, drafter_model)
+        else:
+            check_drafter_tokenizer(cfg, drafter_model)
     return {"dataset_size": size}
+
+
+def _target_source(cfg):
+    from . import models
+
+    return models.resolve_source(cfg.target.model, cfg.target.gguf_file, cfg.target.revision)
+
+
+def check_revisions(cfg, drafter_model: Optional[str]) -> None:
+    """A revision pins a hub id; on anything else it would be silently ignored."""
+    from . import models
+    from .drafters import drafter_revision
+
+    models.check_revision(_target_source(cfg), "target")
+    revision = drafter_revision(cfg.drafter)
+    if revision and drafter_model in (None, "target"):
+        raise ConfigError(f"drafter.revision={revision} pins a hub id, but drafter={cfg.drafter.name} uses {drafter_model or 'no model'}; drop the revision")
+    if drafter_model not in (None, "target"):
+        models.check_revision(models.resolve_source(drafter_model, revision=revision), "drafter")
 
 
 def check_drafter_tokenizer(cfg, drafter_model: str) -> None:
     """Load only the two tokenizers (seconds) and refuse a drafter that maps tokens to other ids."""
     from . import models
-    from .drafters import _maybe_tokenizer
+    from .drafters import _maybe_tokenizer, drafter_revision
 
-    d_src = models.resolve_source(drafter_model)
+    d_src = models.resolve_source(drafter_model, revision=drafter_revision(cfg.drafter))
     d_tok = _maybe_tokenizer(d_src, models.load_tokenizer)
     if d_tok is None:
         return  # project drafters share the target's embeddings and tokenizer by construction
-    t_src = models.resolve_source(cfg.target.model, cfg.target.gguf_file, cfg.target.revision)
-    models.check_shared_tokenizer(models.load_tokenizer(t_src, cfg.target.trust_remote_code), d_tok, drafter_model)
+    models.check_shared_tokenizer(models.load_tokenizer(_target_source(cfg), cfg.target.trust_remote_code), d_tok, drafter_model)
+
+
+def check_eagle3_head(cfg, head_model: str) -> None:
+    """EAGLE-3 heads ship no tokenizer (they use the target's): check the head's config against the target's."""
+    from . import models
+    from .drafters import drafter_revision
+    from .drafters.eagle3_head import check_head_for_target
+
+    target_config = models.load_config(_target_source(cfg), cfg.target.trust_remote_code)
+    label = f"target {cfg.target.name} ({cfg.target.model})"
+    check_head_for_target(head_model, target_config, drafter_revision(cfg.drafter), label)
 
 
 def _set_seed(seed: int) -> None:
@@ -179,7 +221,9 @@ def _remove_stray_temporaries(run_dir: Path) -> None:
 class Runner:
     def __init__(self, cfg):
         self.cfg = cfg
-        self.run_dir = run_dir_for(cfg)
+        # Hashed once: a hub drafter's commit is resolved now, before loading can move the cache's refs.
+        self.config_hash = config_hash(cfg)
+        self.run_dir = run_dir_for(cfg, self.config_hash)
         self.replay = bool(OmegaConf.select(cfg, "run.replay", default=False))
 
     # ------------------------------------------------------------------------------------------
@@ -206,7 +250,7 @@ class Runner:
         questions, source = data.load_questions(cfg.dataset)
         device = models.pick_device(cfg.run.device)
         dtype = models.pick_dtype(cfg.run.dtype, device)
-        t_src = models.resolve_source(cfg.target.model, cfg.target.gguf_file, cfg.target.revision)
+        t_src = _target_source(cfg)
         if cfg.target.gguf_sha256 and t_src.gguf_file:
             from .assets import sha256_file
 
@@ -380,7 +424,7 @@ class Runner:
         summary = {
             "run_dir": str(self.run_dir),
             "config_name": config_name(cfg.drafter),
-            "config_hash": config_hash(cfg),
+            "config_hash": self.config_hash,
             "target": cfg.target.name,
             "dataset": cfg.dataset.name,
             "drafter": cfg.drafter.name,
