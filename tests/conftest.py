@@ -69,3 +69,28 @@ def resolved_question_ids(dataset_cfg) -> list[str]:
 
 
 requires_smollm2 = pytest.mark.skipif(not smollm2_available(), reason="SmolLM2 asset missing: python -m failfast_bench.assets fetch smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def fake_hub(tmp_path_factory):
+    """A fake offline Hugging Face Hub (tests/fake_hub.py): tiny models under the real repo ids, built once."""
+    import fake_hub as fh
+
+    return fh.build(tmp_path_factory.mktemp("fake_hf_home"))
+
+
+@pytest.fixture
+def hub_env(fake_hub, monkeypatch):
+    """Point this process at the fake hub, offline (huggingface_hub reads its cache path at import time)."""
+    from huggingface_hub import constants
+
+    from failfast_bench import hub
+
+    for key, value in fake_hub.env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(constants, "HF_HOME", str(fake_hub.home))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(fake_hub.cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    hub.clear_cache()
+    yield fake_hub
+    hub.clear_cache()

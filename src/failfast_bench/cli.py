@@ -1,12 +1,12 @@
 """Command-line checks that turn bad input into one clear line (exit code 2) before anything loads."""
 from __future__ import annotations
 
-import os
 import sys
-from pathlib import Path
 from typing import Optional
 
-CONF_DIR = Path(os.environ.get("FAILFAST_BENCH_CONF", Path(__file__).resolve().parents[2] / "conf"))
+from .paths import conf_dir
+
+CONF_DIR = conf_dir()
 GROUPS = ("target", "drafter", "dataset", "hardware", "logger", "experiment")
 
 

@@ -52,6 +52,9 @@ class DrafterConfig:
     name: str = "vanilla"  # vanilla | ar | dllm | failfast | eagle3
     # Hub id / local dir / ``asset:<name>`` / ``shipped:<name>`` / ``target`` (the target itself).
     model: Optional[str] = None
+    # Hub ids only: branch, tag or commit to load (null = the default branch). The resolved commit is recorded
+    # in the manifest and hashed into the run directory either way.
+    revision: Optional[str] = None
     # Fixed speculation length (ar, dllm, eagle3 chain).
     spec_len: int = 8
     # Dynamic length (FailFast, dynamic AR): initial window and step N, cap N_max, stop threshold τ.

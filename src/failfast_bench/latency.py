@@ -12,7 +12,9 @@ from typing import Any, Mapping, Optional
 
 import yaml
 
-CONF_HARDWARE = Path(__file__).resolve().parents[2] / "conf" / "hardware"
+from .paths import conf_dir
+
+CONF_HARDWARE = conf_dir() / "hardware"
 
 
 @dataclass

@@ -15,6 +15,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def git_sha() -> str:
+    # An installed wheel has no repository of its own; a git repository above site-packages is not this code.
+    if not (REPO_ROOT / "pyproject.toml").is_file() or not (REPO_ROOT / "src" / "failfast_bench").is_dir():
+        return "installed"
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5).stdout.strip()
@@ -69,6 +72,40 @@ def build_manifest(cfg, source=None, target=None, drafter=None, run_hash: str = 
         "packages": package_versions(),
         "hardware": hardware_facts(),
         "dataset_source": dataclasses.asdict(source) if dataclasses.is_dataclass(source) else source,
+        "hub": hub_records(cfg, source),
         "drafter": drafter.describe() if drafter is not None and hasattr(drafter, "describe") else None,
         "replay": bool(OmegaConf.select(cfg, "run.replay", default=False)),
     }
+
+
+def hub_records(cfg, source=None) -> dict[str, Any]:
+    """The resolved commit of every hub model and HF dataset the run read (local paths: their path)."""
+    from . import hub, models
+    from .config import ConfigError
+    from .drafters import drafter_revision, resolve_drafter_model
+
+    t_src = models.resolve_source(cfg.target.model, cfg.target.gguf_file, cfg.target.revision)
+    out: dict[str, Any] = {"target": hub.record(t_src.path, t_src.revision, local=t_src.is_local)}
+    try:
+        d_model = resolve_drafter_model(cfg)
+    except ConfigError:
+        d_model = None
+    if d_model not in (None, "target"):
+        d_src = models.resolve_source(d_model, revision=drafter_revision(cfg.drafter))
+        out["drafter"] = hub.record(d_src.path, d_src.revision, local=d_src.is_local)
+    if getattr(source, "kind", None) == "hf":
+        out["dataset"] = dataset_record(cfg.dataset)
+    return out
+
+
+def dataset_record(ds) -> dict[str, Any]:
+    """Repo, config, requested revision and resolved commit of a dataset read through ``datasets``."""
+    from . import hub
+    from .data import HF_SOURCES
+
+    repo, config, _ = HF_SOURCES[ds.name]
+    repo = getattr(ds, "hf_id", None) or repo
+    config = getattr(ds, "hf_config", None) or config
+    revision = getattr(ds, "revision", None)
+    commit = hub.resolve_commit(repo, revision, "dataset") or hub.datasets_cache_commit(repo, config)
+    return {"repo": repo, "config": config, "revision": revision, "commit": commit}

@@ -49,10 +49,6 @@ def resolve_source(model: str, gguf_file: Optional[str] = None, revision: Option
     return ModelSource(model, gguf_file, revision, False)
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
-
-
 def _hub_kwargs(src: ModelSource) -> dict[str, Any]:
     kw: dict[str, Any] = {}
     if src.gguf_file:
@@ -65,11 +61,25 @@ def _hub_kwargs(src: ModelSource) -> dict[str, Any]:
 def _explain_load_error(src: ModelSource, exc: Exception) -> ConfigError:
     if src.is_local:
         return ConfigError(f"could not load model from {src.path}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
-    return ConfigError(
-        f"could not load hub model {src.path!r} ({type(exc).__name__}); this machine may have no Hugging Face Hub access: "
-        f"download it where the hub is reachable (`huggingface-cli download {src.path}`) and point the config at the "
-        f"local directory, or pre-fill HF_HOME"
-    )
+    from .hub import explain
+
+    return ConfigError(explain(src.path, exc, "hub model", src.revision))
+
+
+def check_revision(src: ModelSource, key: str) -> None:
+    """``<key>.revision`` pins a hub id; on a local directory it would be silently ignored, so refuse it."""
+    if src.revision and src.is_local:
+        raise ConfigError(f"{key}.revision={src.revision} pins a hub id, but {key}.model is the local path {src.path}; drop the revision")
+
+
+def load_config(src: ModelSource, trust_remote_code: bool = False):
+    """The model's config only (no weights): what preflight checks a drafter against."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(src.path, trust_remote_code=trust_remote_code, **_hub_kwargs(src))
+    except Exception as exc:  # noqa: BLE001 - turned into one clear line
+        raise _explain_load_error(src, exc) from exc
 
 
 # transformers reads a checkpoint's config.json to pick the tokenizer class. For Fast-dLLM checkpoints that

@@ -31,7 +31,7 @@ _UNHASHED_RUN_KEYS = ("progress", "output_dir", "skip_if_complete", "threads", "
 # Options that never change what a run computes (how it reports or refuses), excluded from the hash.
 _UNHASHED_KEYS = (("dataset", "fallback"),)
 # Options added after runs were committed: at their default they leave the hash (and the run directory) as it was.
-_HASHED_ONLY_IF_SET = (("drafter", "draft_vocab", False), ("dataset", "revision", None))
+_HASHED_ONLY_IF_SET = (("drafter", "draft_vocab", False), ("drafter", "revision", None), ("dataset", "revision", None))
 
 
 def _concrete_dtype_settings(container: dict) -> None:
@@ -85,11 +85,20 @@ def config_hash(cfg) -> str:
 
 
 def drafter_weights_id(cfg) -> Optional[str]:
-    """SHA-256 of a local drafter's weight files (None for vanilla, the target itself, or a hub id)."""
+    """What identifies the drafter's weights: SHA-256 of a local drafter's weight files, ``hub:<repo>@<commit>``
+    for a hub id (the commit its revision resolves to, so an updated hub drafter is a new run), None for vanilla,
+    the target itself, or a hub id whose commit cannot be resolved."""
+    from . import hub, models
+    from .assets import AssetMissing
+    from .drafters import drafter_revision
+
     try:
         model = resolve_drafter_model(cfg)
-    except ConfigError:
+        src = models.resolve_source(model) if model not in (None, "target") else None
+    except (ConfigError, AssetMissing):
         return None
+    if src is not None and not src.is_local:
+        return hub.hash_id(model, drafter_revision(cfg.drafter))
     if model in (None, "target") or not Path(model).is_dir():
         return None
     files = sorted(p for p in Path(model).iterdir() if p.suffix in (".safetensors", ".bin", ".pt"))
@@ -108,8 +117,8 @@ def _files_sha256(files: tuple) -> str:
     return digest.hexdigest()
 
 
-def run_dir_for(cfg) -> Path:
-    name = f"{config_name(cfg.drafter)}__{config_hash(cfg)[:10]}"
+def run_dir_for(cfg, run_hash: Optional[str] = None) -> Path:
+    name = f"{config_name(cfg.drafter)}__{(run_hash or config_hash(cfg))[:10]}"
     return Path(cfg.run.output_dir) / cfg.target.name / cfg.dataset.name / name
 
 
@@ -129,22 +138,55 @@ def preflight(cfg) -> dict[str, Any]:
     size = data.dataset_size(cfg.dataset)
     if cfg.dataset.num_questions is not None and cfg.dataset.num_questions > size and not cfg.dataset.question_ids:
         raise ConfigError(f"dataset.num_questions={cfg.dataset.num_questions} but {cfg.dataset.name} has {size} questions")
+    check_revisions(cfg, drafter_model)
     if drafter_model not in (None, "target"):
-        check_drafter_tokenizer(cfg, drafter_model)
+        if cfg.drafter.name == "eagle3":
+            check_eagle3_head(cfg, drafter_model)
+        else:
+            check_drafter_tokenizer(cfg, drafter_model)
     return {"dataset_size": size}
+
+
+def _target_source(cfg):
+    from . import models
+
+    return models.resolve_source(cfg.target.model, cfg.target.gguf_file, cfg.target.revision)
+
+
+def check_revisions(cfg, drafter_model: Optional[str]) -> None:
+    """A revision pins a hub id; on anything else it would be silently ignored."""
+    from . import models
+    from .drafters import drafter_revision
+
+    models.check_revision(_target_source(cfg), "target")
+    revision = drafter_revision(cfg.drafter)
+    if revision and drafter_model in (None, "target"):
+        raise ConfigError(f"drafter.revision={revision} pins a hub id, but drafter={cfg.drafter.name} uses {drafter_model or 'no model'}; drop the revision")
+    if drafter_model not in (None, "target"):
+        models.check_revision(models.resolve_source(drafter_model, revision=revision), "drafter")
 
 
 def check_drafter_tokenizer(cfg, drafter_model: str) -> None:
     """Load only the two tokenizers (seconds) and refuse a drafter that maps tokens to other ids."""
     from . import models
-    from .drafters import _maybe_tokenizer
+    from .drafters import _maybe_tokenizer, drafter_revision
 
-    d_src = models.resolve_source(drafter_model)
+    d_src = models.resolve_source(drafter_model, revision=drafter_revision(cfg.drafter))
     d_tok = _maybe_tokenizer(d_src, models.load_tokenizer)
     if d_tok is None:
         return  # project drafters share the target's embeddings and tokenizer by construction
-    t_src = models.resolve_source(cfg.target.model, cfg.target.gguf_file, cfg.target.revision)
-    models.check_shared_tokenizer(models.load_tokenizer(t_src, cfg.target.trust_remote_code), d_tok, drafter_model)
+    models.check_shared_tokenizer(models.load_tokenizer(_target_source(cfg), cfg.target.trust_remote_code), d_tok, drafter_model)
+
+
+def check_eagle3_head(cfg, head_model: str) -> None:
+    """EAGLE-3 heads ship no tokenizer (they use the target's): check the head's config against the target's."""
+    from . import models
+    from .drafters import drafter_revision
+    from .drafters.eagle3_head import check_head_for_target
+
+    target_config = models.load_config(_target_source(cfg), cfg.target.trust_remote_code)
+    label = f"target {cfg.target.name} ({cfg.target.model})"
+    check_head_for_target(head_model, target_config, drafter_revision(cfg.drafter), label)
 
 
 def _set_seed(seed: int) -> None:
@@ -240,7 +282,9 @@ def _remove_stray_temporaries(run_dir: Path) -> None:
 class Runner:
     def __init__(self, cfg):
         self.cfg = concrete_dtypes(cfg)
-        self.run_dir = run_dir_for(cfg)
+        # Hashed once: a hub drafter's commit is resolved now, before loading can move the cache's refs.
+        self.config_hash = config_hash(cfg)
+        self.run_dir = run_dir_for(cfg, self.config_hash)
         self.replay = bool(OmegaConf.select(cfg, "run.replay", default=False))
 
     # ------------------------------------------------------------------------------------------
@@ -269,7 +313,7 @@ class Runner:
         device = models.pick_device(cfg.run.device)
         dtype = models.pick_dtype(cfg.run.dtype, device)
         gpus = tuple(models.run_gpus(cfg.run.device, OmegaConf.select(cfg, "run.gpus", default=None), device))
-        t_src = models.resolve_source(cfg.target.model, cfg.target.gguf_file, cfg.target.revision)
+        t_src = _target_source(cfg)
         if cfg.target.gguf_sha256 and t_src.gguf_file:
             from .assets import sha256_file
 
@@ -452,7 +496,7 @@ class Runner:
         rounds = trace.records_frame(r_records, trace.ROUND_COLUMNS)
         questions = trace.records_frame(q_records, trace.QUESTION_COLUMNS)
         summary, questions = build_summary(
-            cfg, questions, rounds, run_dir=self.run_dir, replay=self.replay, load_seconds=load_seconds, config_hash=config_hash(cfg),
+            cfg, questions, rounds, run_dir=self.run_dir, replay=self.replay, load_seconds=load_seconds, config_hash=self.config_hash,
             # null, or one line saying how the questions differ from the requested ones (packaged GSM8K sample).
             extra={"dataset_fallback": getattr(source, "fallback", None)},
         )

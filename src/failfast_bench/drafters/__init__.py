@@ -50,6 +50,11 @@ def resolve_drafter_model(cfg) -> Optional[str]:
     return model
 
 
+def drafter_revision(d) -> Optional[str]:
+    """``drafter.revision`` (configs saved before the key existed have none)."""
+    return getattr(d, "revision", None)
+
+
 def config_name(d) -> str:
     """The paper's configuration name (paper-reference §4.2), extended to EAGLE-3 and vanilla."""
     if d.name == "vanilla":
@@ -85,7 +90,7 @@ def build_drafter(cfg, target_model, target_tokenizer, stop_ids: list[int], devi
         if model_ref == "target":
             model = target_model
         else:
-            src = resolve_source(model_ref)
+            src = resolve_source(model_ref, revision=drafter_revision(d))
             check_shared_tokenizer(target_tokenizer, _maybe_tokenizer(src, load_tokenizer), model_ref)
             model = _load_ar(src, target_model, dtype, device, load_causal_lm)
         return ARDrafter(model, spec_len=d.spec_len, dynamic=d.dynamic, tau=d.tau, n=d.n, n_max=d.n_max, stop_ids=tuple(stop_ids))

@@ -258,7 +258,7 @@ def detect_layout(config: dict) -> str:
     )
 
 
-def _local_dir(path_or_hub_id: str) -> Path:
+def _local_dir(path_or_hub_id: str, revision: Optional[str] = None) -> Path:
     path = Path(os.path.expanduser(str(path_or_hub_id)))
     if path.is_dir():
         return path
@@ -267,12 +267,11 @@ def _local_dir(path_or_hub_id: str) -> Path:
     try:
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(repo_id=str(path_or_hub_id), allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"]))
+        return Path(snapshot_download(repo_id=str(path_or_hub_id), revision=revision, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"]))
     except Exception as exc:  # noqa: BLE001 - turned into one clear line
-        raise ConfigError(
-            f"could not fetch drafter {path_or_hub_id!r} from the Hugging Face Hub ({type(exc).__name__}); download it "
-            f"where the hub is reachable (`huggingface-cli download {path_or_hub_id}`) and set drafter.model=<local dir>"
-        ) from exc
+        from ..hub import explain
+
+        raise ConfigError(explain(str(path_or_hub_id), exc, "drafter", revision)) from exc
 
 
 def _read_safetensors(directory: Path) -> dict[str, torch.Tensor]:
@@ -395,13 +394,14 @@ def load_block_diffusion_drafter(
     mask_token_id: Optional[int] = None,
     vocab_limit: Optional[int] = None,
     target_name: Optional[str] = None,
+    revision: Optional[str] = None,
 ) -> BlockDiffusionLM:
-    """Load either layout (see the module docstring) from a local directory or a hub id.
+    """Load either layout (see the module docstring) from a local directory or a hub id (at ``revision``).
 
     ``vocab_limit`` caps the ids a draft may contain (the verifier's vocabulary); by default the
     target's embedding size when a target is given.
     """
-    directory = _local_dir(path_or_hub_id)
+    directory = _local_dir(path_or_hub_id, revision)
     config_path = directory / "config.json"
     if not config_path.exists():
         raise ConfigError(f"no config.json in {directory}")

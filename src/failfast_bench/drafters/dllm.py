@@ -469,14 +469,16 @@ def build(cfg, model_ref, target_model, target_tokenizer, stop_ids, device, dtyp
 
     from ..config import ConfigError
     from ..models import check_shared_tokenizer, load_tokenizer, resolve_source
+    from . import drafter_revision
     from .blockdiff_model import load_block_diffusion_drafter
 
     d = cfg.drafter
     if model_ref == "target":
         raise ConfigError(f"drafter={d.name} needs a block-diffusion model, not the target itself; set drafter.model")
-    src = resolve_source(model_ref)
+    src = resolve_source(model_ref, revision=drafter_revision(d))
     model = load_block_diffusion_drafter(
-        src.path, target_model=target_model, dtype=dtype, device=device, mask_token_id=d.mask_token_id, target_name=cfg.target.name
+        src.path, target_model=target_model, dtype=dtype, device=device, mask_token_id=d.mask_token_id, target_name=cfg.target.name,
+        revision=src.revision,
     )
     if model.block_size != d.block_size:
         raise ConfigError(

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from ..verify import ForwardTimer
+from . import drafter_revision
 from .base import STOP_EMPTY, STOP_FIXED, STOP_TOKEN, STOP_TREE, Draft, Drafter, Verdict
 from .eagle3_head import Eagle3Head, HeadKVCache, load_head, tap_layers
 
@@ -230,7 +231,7 @@ def build(cfg, model_ref, target_model, target_tokenizer, stop_ids, device, dtyp
     """Registry hook: load the head named by ``drafter.model`` next to the target."""
     d = cfg.drafter
     param = next(target_model.parameters())
-    head = load_head(model_ref, target_model, dtype=dtype, device=param.device)
+    head = load_head(model_ref, target_model, dtype=dtype, device=param.device, revision=drafter_revision(d))
     layers = tap_layers(head.config, target_model.config.num_hidden_layers)
     return Eagle3Drafter(
         head,

@@ -309,11 +309,11 @@ def config_to_json_dict(config: LlamaConfig, dtype: torch.dtype) -> dict:
 
 # ------------------------------------------------------------------------------------------------
 # Checkpoint I/O
-def resolve_head_dir(model_ref: str) -> Path:
-    """A local directory, or a hub id downloaded into the HF cache (clear error when the hub is unreachable)."""
+def resolve_head_dir(model_ref: str, revision: Optional[str] = None) -> Path:
+    """A local directory, or a hub id fetched into (or found in) the HF cache; one clear line when it cannot be."""
     from ..models import resolve_source
 
-    src = resolve_source(model_ref)
+    src = resolve_source(model_ref, revision=revision)
     if src.is_local:
         path = Path(src.path)
         if not (path / "config.json").exists():
@@ -322,13 +322,12 @@ def resolve_head_dir(model_ref: str) -> Path:
     try:
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(model_ref, allow_patterns=["config.json", "*.safetensors", "*.bin", "*.json"]))
+        # Heads ship config + weights only (SpecForge writes no tokenizer: the head uses the target's).
+        return Path(snapshot_download(model_ref, revision=revision, allow_patterns=["*.json", "*.safetensors", "*.bin"]))
     except Exception as exc:  # noqa: BLE001 - turned into one clear line
-        raise ConfigError(
-            f"could not download EAGLE-3 head {model_ref!r} ({type(exc).__name__}); this machine may have no Hugging Face "
-            f"Hub access: download it where the hub is reachable (`huggingface-cli download {model_ref}`) and set "
-            f"drafter.model=<local dir>"
-        ) from exc
+        from ..hub import explain
+
+        raise ConfigError(explain(model_ref, exc, "EAGLE-3 head", revision)) from exc
 
 
 def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
@@ -409,9 +408,9 @@ def save_head(head: Eagle3Head, directory: Path, dtype: torch.dtype = torch.bflo
     tmp.replace(directory / "config.json")
 
 
-def load_head(model_ref: str, target_model, dtype: Optional[torch.dtype] = None, device=None) -> Eagle3Head:
+def load_head(model_ref: str, target_model, dtype: Optional[torch.dtype] = None, device=None, revision: Optional[str] = None) -> Eagle3Head:
     """Load an EAGLE-3 head (hub id or directory) next to an already-loaded target and check they fit."""
-    directory = resolve_head_dir(model_ref)
+    directory = resolve_head_dir(model_ref, revision)
     raw = json.loads((directory / "config.json").read_text())
     if not is_eagle3_config(raw):
         raise ConfigError(f"{model_ref} is not an EAGLE-3 head (config.json has neither an Eagle3 architecture nor draft_vocab_size)")
@@ -447,3 +446,79 @@ def check_fits_target(head: Eagle3Head, target_model) -> None:
     max_id = int(head.to_target_ids(torch.arange(head.draft_vocab_size, device=head.d2t.device)).max())
     if max_id >= n_target_vocab:
         raise ConfigError(f"EAGLE-3 head maps draft ids up to target id {max_id}, but the target vocabulary has {n_target_vocab} rows")
+
+
+# ------------------------------------------------------------------------------------------------
+# Preflight: a head checked against the target's config, before any weights load
+def check_head_for_target(model_ref: str, target_config: Any, revision: Optional[str] = None, target_label: str = "the target") -> None:
+    """Refuse a head that cannot draft for this target, reading only its config.json and weight-file headers.
+
+    EAGLE-3 heads ship no tokenizer (they draft in the target's token ids), so what must match is the target's
+    hidden size (the fc reads three of its layers), its vocabulary (the space d2t maps into) and its depth
+    (the tap layers); the draft-vocabulary maps must agree with the head's own config.
+    """
+    directory = resolve_head_dir(model_ref, revision)
+    raw = json.loads((directory / "config.json").read_text())
+    if not is_eagle3_config(raw):
+        raise ConfigError(f"drafter.model={model_ref} is not an EAGLE-3 head: its config.json has neither an Eagle3 architecture nor draft_vocab_size")
+    config = head_config_from_dict(raw)
+    expects = int(getattr(config, "target_hidden_size", None) or config.hidden_size)
+    if expects != int(target_config.hidden_size):
+        raise ConfigError(
+            f"EAGLE-3 head {model_ref} was trained on a target with hidden size {expects} (its fc reads 3x{expects}); "
+            f"{target_label} has hidden size {target_config.hidden_size}: use the head trained for this target"
+        )
+    if int(config.vocab_size) != int(target_config.vocab_size):
+        raise ConfigError(
+            f"EAGLE-3 head {model_ref} drafts into a {config.vocab_size}-token vocabulary; {target_label} has "
+            f"{target_config.vocab_size}: the head was trained for another model family"
+        )
+    tap_layers(config, int(target_config.num_hidden_layers))
+    draft = int(getattr(config, "draft_vocab_size", None) or config.vocab_size)
+    shapes = checkpoint_shapes(directory)
+    expected = {"d2t": (draft,), "t2d": (int(config.vocab_size),), "lm_head.weight": (draft, int(config.hidden_size))}
+    for key, want in expected.items():
+        got = shapes.get(key)
+        if got is not None and got != want:
+            raise ConfigError(
+                f"EAGLE-3 head {model_ref}: {key} has shape {got}, its config (draft_vocab_size={draft}, vocab_size={config.vocab_size}) "
+                f"says {want}; the checkpoint and its config.json do not belong together"
+            )
+    if shapes and "d2t" not in shapes and draft != config.vocab_size:
+        raise ConfigError(f"EAGLE-3 head {model_ref} has a reduced draft vocabulary ({draft}) but no d2t map in its weights")
+    if "d2t" in shapes:
+        d2t = read_tensor(directory, "d2t")
+        top = int((torch.arange(d2t.numel()) + d2t.long()).max())
+        if top >= int(target_config.vocab_size):
+            raise ConfigError(f"EAGLE-3 head {model_ref} maps draft ids up to target id {top}, past {target_label}'s vocabulary ({target_config.vocab_size})")
+
+
+def _weight_files(directory: Path) -> list[Path]:
+    index = directory / "model.safetensors.index.json"
+    if index.exists():
+        return [directory / f for f in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
+    return [directory / "model.safetensors"] if (directory / "model.safetensors").exists() else []
+
+
+def checkpoint_shapes(directory: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor shapes by canonical key, from the safetensors headers only ({} for ``.bin`` checkpoints)."""
+    from safetensors import safe_open
+
+    shapes: dict[str, tuple[int, ...]] = {}
+    for path in _weight_files(Path(directory)):
+        with safe_open(str(path), framework="pt") as handle:
+            for name in handle.keys():
+                shapes[_canonical_key(name)] = tuple(handle.get_slice(name).get_shape())
+    return shapes
+
+
+def read_tensor(directory: Path, key: str) -> torch.Tensor:
+    """One (small) tensor by canonical key, without reading the rest of the checkpoint."""
+    from safetensors import safe_open
+
+    for path in _weight_files(Path(directory)):
+        with safe_open(str(path), framework="pt") as handle:
+            for name in handle.keys():
+                if _canonical_key(name) == key:
+                    return handle.get_tensor(name)
+    raise KeyError(key)
