@@ -352,3 +352,31 @@ def build(home: Path) -> FakeHub:
     hub.commits[EAGLE3_LLAMA] = write_repo(cache, EAGLE3_LLAMA, eagle3_files(small, 128256, 512, 8, eos=128009))
     hub.commits[GSM8K] = write_repo(cache, GSM8K, gsm8k_files(), repo_type="dataset")
     return hub
+
+
+# -- paper-size configs only (the doctor reads configs, never weights) ---------------------------------
+# The public hyperparameters of the paper's models; no weights, so only planning code can use this cache.
+PAPER_SIZES = {
+    TARGET_7B: dict(hidden_size=3584, intermediate_size=18944, num_attention_heads=28, num_hidden_layers=28, num_key_value_heads=4),
+    TARGET_14B: dict(hidden_size=5120, intermediate_size=13824, num_attention_heads=40, num_hidden_layers=48, num_key_value_heads=8),
+    TARGET_32B: dict(hidden_size=5120, intermediate_size=27648, num_attention_heads=40, num_hidden_layers=64, num_key_value_heads=8),
+}
+DRAFTER_SIZE = dict(hidden_size=1536, intermediate_size=8960, num_attention_heads=12, num_hidden_layers=28, num_key_value_heads=2)
+
+
+def build_paper_configs(home: Path) -> FakeHub:
+    """A hub cache holding the config.json of each paper model at its real size and its tokenizer, no weights
+    (what the doctor and the pre-run checks read)."""
+    hub = FakeHub(Path(home))
+    base = SPECS[TARGET_7B]
+    tok = tokenizer_files()
+    for repo, size in PAPER_SIZES.items():
+        config = {**qwen2_config(base, TARGET_ROWS, False), **size, "max_window_layers": size["num_hidden_layers"]}
+        hub.commits[repo] = write_repo(hub.cache, repo, {"config.json": json.dumps(config, indent=2).encode(), **tok})
+    dllm = {**qwen2_config(base, DRAFTER_ROWS, True), **DRAFTER_SIZE, "model_type": "Fast_dLLM_Qwen", "bd_size": 32,
+            "architectures": ["Fast_dLLM_QwenForCausalLM"]}
+    hub.commits[FAST_DLLM] = write_repo(hub.cache, FAST_DLLM, {"config.json": json.dumps(dllm, indent=2).encode(),
+                                                                 **tokenizer_files(with_mask=True)})
+    ar = {**qwen2_config(base, DRAFTER_ROWS, True), **DRAFTER_SIZE}
+    hub.commits[AR_DRAFTER] = write_repo(hub.cache, AR_DRAFTER, {"config.json": json.dumps(ar, indent=2).encode(), **tok})
+    return hub

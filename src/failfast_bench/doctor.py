@@ -30,6 +30,36 @@ def cached_commit(model: str, revision: Optional[str] = None) -> Optional[str]:
     return None
 
 
+def config_parameter_estimate(config: dict) -> Optional[int]:
+    """Parameters of a decoder-only transformer from its config.json alone (for model types transformers
+    cannot build without remote code, such as Fast_dLLM_Qwen): embeddings, attention with grouped KV heads and
+    q/k/v biases, a gated MLP, norms, and an untied head when the config says so."""
+    try:
+        hidden, layers, inter = int(config["hidden_size"]), int(config["num_hidden_layers"]), int(config["intermediate_size"])
+        vocab, heads = int(config["vocab_size"]), int(config["num_attention_heads"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    head_dim = int(config.get("head_dim") or hidden // heads)
+    kv = int(config.get("num_key_value_heads") or heads)
+    attention = hidden * heads * head_dim * 2 + hidden * kv * head_dim * 2 + heads * head_dim + 2 * kv * head_dim
+    per_layer = attention + 3 * hidden * inter + 2 * hidden
+    head = 0 if config.get("tie_word_embeddings", True) else vocab * hidden
+    return vocab * hidden + layers * per_layer + hidden + head
+
+
+def _config_json(src) -> Optional[dict]:
+    import json
+    from pathlib import Path
+
+    from huggingface_hub import try_to_load_from_cache
+
+    path = Path(src.path) / "config.json" if src.is_local else try_to_load_from_cache(src.path, "config.json", revision=src.revision)
+    try:
+        return json.loads(Path(path).read_text()) if isinstance(path, (str, Path)) and Path(path).is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
 def _model_line(role: str, model: Optional[str], revision: Optional[str], dtype, trust_remote_code: bool, gpus: int) -> tuple[str, Optional[int]]:
     from . import models
 
@@ -46,10 +76,17 @@ def _model_line(role: str, model: Optional[str], revision: Optional[str], dtype,
     # Only the config is read, and only from disk: the doctor never waits on a network.
     size = models.model_bytes(src, dtype, trust_remote_code) if not src.gguf_file and (src.is_local or commit) else None
     dtype_name = models.dtype_name(dtype)
+    approx = ""
+    if size is None and not src.gguf_file and (src.is_local or commit):
+        params = config_parameter_estimate(_config_json(src) or {})
+        if params:
+            import torch
+
+            size, approx = params * torch.empty((), dtype=dtype).element_size(), "~"
     if size is None:
         return f"{role:<9} {where}; size unknown until its config is available", None
     per_gpu = f", {models._size(size / gpus)} per GPU over {gpus}" if gpus > 1 else ""
-    return f"{role:<9} {where}; {models._size(size)} of weights in {dtype_name}{per_gpu}", size
+    return f"{role:<9} {where}; {approx}{models._size(size)} of weights in {dtype_name}{per_gpu}", size
 
 
 def _device_lines(cfg) -> tuple[list[str], int]:

@@ -17,7 +17,7 @@ from .config import ConfigError
 DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelSource:
     """Where a model's files are: ``path`` is a hub id or a directory; ``gguf_file`` names a GGUF inside it."""
 

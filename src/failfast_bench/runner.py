@@ -169,13 +169,22 @@ def check_revisions(cfg, drafter_model: Optional[str]) -> None:
 def check_drafter_tokenizer(cfg, drafter_model: str) -> None:
     """Load only the two tokenizers (seconds) and refuse a drafter that maps tokens to other ids."""
     from . import models
-    from .drafters import _maybe_tokenizer, drafter_revision
+    from .drafters import drafter_revision
 
     d_src = models.resolve_source(drafter_model, revision=drafter_revision(cfg.drafter))
+    _check_tokenizer_pair(_target_source(cfg), bool(cfg.target.trust_remote_code), d_src, drafter_model)
+
+
+@functools.lru_cache(maxsize=32)
+def _check_tokenizer_pair(t_src, trust_remote_code: bool, d_src, drafter_model: str) -> None:
+    # Cached: validating a sweep checks the same pair once per job (18 jobs of a grid = 36 tokenizer loads).
+    from . import models
+    from .drafters import _maybe_tokenizer
+
     d_tok = _maybe_tokenizer(d_src, models.load_tokenizer)
     if d_tok is None:
         return  # project drafters share the target's embeddings and tokenizer by construction
-    models.check_shared_tokenizer(models.load_tokenizer(_target_source(cfg), cfg.target.trust_remote_code), d_tok, drafter_model)
+    models.check_shared_tokenizer(models.load_tokenizer(t_src, trust_remote_code), d_tok, drafter_model)
 
 
 def check_eagle3_head(cfg, head_model: str) -> None:
