@@ -281,3 +281,36 @@ def test_run_scores_accuracy_and_a_finished_run_is_scored_after_the_fact(tmp_pat
     _, ar_questions, _ = trace.load_run(Runner(ar).run_dir)
     assert list(ar_questions["predicted_answer"]) == list(questions["predicted_answer"])
     assert "accuracy: " in format_summary(live)
+
+
+# --------------------------------------------------------------------------------------------
+# Stored runs: the CLI and report --accuracy
+
+
+@pytest.mark.filterwarnings("ignore:.*is not the canonical:UserWarning")
+def test_stored_run_is_scored_post_hoc_by_the_cli_and_the_report(tmp_path, capsys):
+    import json
+
+    from failfast_bench import report
+    from failfast_bench.latency import load_profile
+    from test_report import write_run
+
+    gold = tmp_path / "gsm8k.jsonl"
+    gold.write_text("".join(json.dumps({"question": f"q{i}", "answer": f"work\n#### {i + 1}"}) + "\n" for i in range(2)))
+    run_dir = write_run(tmp_path / "runs", "ar_None_sf_4", {"name": "ar", "spec_len": 4}, 3, 4)
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    cfg["dataset"].update(path=str(gold), use_hf=False)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    frame = pd.read_parquet(run_dir / "questions.parquet")
+    frame["output_text"] = ["1 + 0 = \\boxed{1}<|im_end|>", "so 3"]  # within the 64-token budget: no tokenizer needed
+    trace.write_parquet(frame, run_dir / "questions.parquet")
+
+    runs, _ = report.collect([tmp_path / "runs"], [load_profile("a6000_paper")], accuracy=True)
+    assert list(runs["accuracy"]) == [0.5] and list(runs["accuracy_n"]) == [2]
+    assert "accuracy" not in trace.load_run(run_dir)[2]  # the report never writes
+
+    assert accuracy.main([str(tmp_path / "runs"), "--write", "--per-question"]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy: 1/2 = 0.500" in out and "predicted='3' reference='2'" in out
+    _, stored, summary = trace.load_run(run_dir)
+    assert list(stored["correct"]) == [True, False] and summary["accuracy"]["n_correct"] == 1

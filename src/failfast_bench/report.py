@@ -1,17 +1,19 @@
 """Collect finished runs into one table, re-price them under any hardware profile, pick best configs.
 
-    python -m failfast_bench.report [DIR ...] [--profile a6000_paper --profile cpu] [--out report/]
+    python -m failfast_bench.report [DIR ...] [--profile a6000_paper --profile cpu] [--out report/] [--accuracy]
 
 Every directory is searched recursively for complete runs (``COMPLETE`` marker). No model is loaded:
 modeled speedups are recomputed from the stored traces, so a trace can be re-priced for other hardware.
 The best configuration per (target, dataset, drafter family) is chosen by mean modeled speedup, as the
 paper does. Sweeps along one hyperparameter (τ, N_max, θ, spec_len, N) with the others held fixed are
-printed as curves, e.g. the τ curve of ``experiment=micro_tau``.
+printed as curves, e.g. the τ curve of ``experiment=micro_tau``. ``--accuracy`` adds each run's task accuracy
+(stored by ``eval.accuracy=true``, else scored from the stored outputs; see :mod:`failfast_bench.accuracy`).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Iterable
 
@@ -71,12 +73,29 @@ def _run_identity(run_dir: Path, summary: dict) -> dict:
     return row
 
 
-def collect(roots: Iterable[Path], profiles: list[HardwareProfile]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def run_accuracy(run_dir: Path, summary: dict, execute_code: bool = False) -> dict:
+    """``accuracy`` and ``accuracy_n`` of a run: stored, else scored from its outputs (NaN, with a note, when it cannot be)."""
+    from .accuracy import score_run
+    from .config import ConfigError
+
+    acc = summary.get("accuracy")
+    if acc is None:
+        try:
+            acc = score_run(run_dir, execute_code=execute_code)[1]
+        except ConfigError as exc:
+            print(f"[report] no accuracy for {run_dir}: {exc}", file=sys.stderr)
+            return {"accuracy": float("nan"), "accuracy_n": 0}
+    return {"accuracy": acc["accuracy"], "accuracy_n": acc["n_questions"]}
+
+
+def collect(roots: Iterable[Path], profiles: list[HardwareProfile], accuracy: bool = False, execute_code: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(runs, rounds): one row per run × profile, and every round of every run (with run_id)."""
     run_rows, round_frames = [], []
     for run_dir in find_runs(roots):
         rounds, questions, summary = trace.load_run(run_dir)
         ident = _run_identity(run_dir, summary)
+        if accuracy:
+            ident.update(run_accuracy(run_dir, summary, execute_code))
         for profile in profiles:
             try:
                 m = metrics.summarize(questions, rounds, profile, ident["latency_key"], ident["drafter"])
@@ -178,7 +197,7 @@ def curves_frame(curves: list[tuple[str, str, pd.DataFrame]]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-SHOW = ["target", "dataset", "family", "config_name", "replay", "acceptance_rate", "tokens_per_round", "drafter_passes_per_round", "modeled_speedup", "modeled_speedup_refined", "measured_speedup", "lossless_mismatches"]
+SHOW = ["target", "dataset", "family", "config_name", "replay", "acceptance_rate", "tokens_per_round", "drafter_passes_per_round", "modeled_speedup", "modeled_speedup_refined", "measured_speedup", "lossless_mismatches", "accuracy"]
 
 
 def to_markdown(frame: pd.DataFrame, columns: list[str] = SHOW) -> str:
@@ -195,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="write runs.csv, runs.parquet, rounds.parquet, best.csv, curves.csv, report.md here")
     parser.add_argument("--sort", default="modeled_speedup", help="metric that ranks configs and draws curve bars")
     parser.add_argument("--no-curves", dest="curves", action="store_false", help="do not print one-hyperparameter sweep curves")
+    parser.add_argument("--accuracy", action="store_true", help="add task accuracy (stored, else scored from the outputs; no model runs)")
+    parser.add_argument("--execute-code", action="store_true", help="with --accuracy: allow HumanEval pass@1 (runs model-written programs, sandboxed)")
     args = parser.parse_args(argv)
     try:
         profiles = [load_profile(p) for p in (args.profile or available_profiles())]
@@ -203,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     missing = [d for d in args.dirs if not Path(d).exists()]
     if missing:
         parser.error(f"no such directory: {', '.join(missing)}")
-    runs, rounds = collect([Path(d) for d in args.dirs], profiles)
+    runs, rounds = collect([Path(d) for d in args.dirs], profiles, accuracy=args.accuracy, execute_code=args.execute_code)
     if not runs.empty and args.sort not in runs.columns:
         parser.error(f"--sort {args.sort!r} is not a metric; try one of: {', '.join(CURVE_METRICS)}")
     best = best_configs(runs, args.sort)
