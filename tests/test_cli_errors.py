@@ -19,6 +19,10 @@ CASES = [
     (["drafter=vanilla", "dataset.num_questions=100000"], "num_questions=100000"),
     (["drafter=vanilla", "run.device=cuda"], "no CUDA device"),
     (["drafter=ar", "drafter.model=/nonexistent/dir"], "does not exist"),
+    (["drafter=vanilla", "dataset=humaneval", "eval.accuracy=true"], "executes the model's programs: add eval.execute_code=true"),
+    (["drafter=vanilla", "dataset=mt_bench", "eval.accuracy=true"], "mt_bench has no automatically checkable answers"),
+    (["drafter=vanilla", "dataset=math500"], "no math500 data (no packaged copy): set dataset.path"),
+    (["drafter=vanilla", "dataset=gpqa"], "Idavidrein/gpqa is gated: accept its terms on the hub, then set HF_TOKEN"),
     # -m sweeps: every job is checked before the first one starts, and the bad one is named.
     (["-m", "experiment=micro_tau", "drafter.tau=0.2,1.5"], "sweep job [drafter.tau=1.5]: drafter.tau=1.5 is outside [0, 1]"),
     (["-m", "drafter=failfast,dllm", "drafter.spec_len=0"], "sweep job [drafter=failfast]: drafter.spec_len=0 must be >= 1"),

@@ -95,13 +95,13 @@ class DrafterConfig:
 
 @dataclass
 class DatasetConfig:
-    name: str = MISSING  # gsm8k | humaneval | mt_bench
+    name: str = MISSING  # gsm8k | humaneval | mt_bench | math500 | aime | gpqa
     # Explicit data file; otherwise $FAILFAST_BENCH_DATA, the HF hub/cache, then packaged sources.
     path: Optional[str] = None
     split: str = "test"
     num_questions: Optional[int] = 10
     question_ids: Optional[List[int]] = None
-    # Prompt template: math | code | mt_bench | chat (plain question). See data.py.
+    # Prompt template: math | code | mt_bench | gpqa (gpqa only) | chat (plain question). See data.py.
     template: str = "math"
     # MT-Bench: "first" turn only (paper) or "both" turns.
     turns: str = "first"
@@ -177,6 +177,19 @@ class RunSettings:
 
 
 @dataclass
+class EvalConfig:
+    """Task accuracy, scored after generation from the outputs (see accuracy.py); never part of the config hash."""
+
+    # Per-question correctness in questions.parquet and the summary (gsm8k, math500, aime, gpqa, humaneval).
+    accuracy: bool = False
+    # HumanEval runs the model's program against the tests: allowed only with this set (sandboxed subprocess).
+    execute_code: bool = False
+    # Sandbox limits of one HumanEval program: wall-clock seconds and address space in MiB.
+    timeout_s: float = 10.0
+    memory_mb: int = 1024
+
+
+@dataclass
 class RunConfig:
     target: TargetConfig = MISSING
     drafter: DrafterConfig = MISSING
@@ -184,11 +197,12 @@ class RunConfig:
     hardware: HardwareConfig = MISSING
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     run: RunSettings = field(default_factory=RunSettings)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
 
 DRAFTER_NAMES = ("vanilla", "ar", "dllm", "failfast", "eagle3")
-DATASET_NAMES = ("gsm8k", "humaneval", "mt_bench")
-TEMPLATES = ("math", "code", "mt_bench", "chat")
+DATASET_NAMES = ("gsm8k", "humaneval", "mt_bench", "math500", "aime", "gpqa")
+TEMPLATES = ("math", "code", "mt_bench", "gpqa", "chat")
 
 
 def register_configs() -> None:
@@ -254,6 +268,13 @@ def validate(cfg: Any) -> None:
         f"drafter.dtype={d.dtype!r}; valid: float32, bfloat16, float16, auto",
     )
     _check(cfg.logger.mode in ("disabled", "offline", "online"), f"logger.mode={cfg.logger.mode!r}; valid: disabled, offline, online")
+    ev = getattr(cfg, "eval", None)
+    if ev is not None and ev.accuracy:
+        from .accuracy import refusal
+
+        reason = refusal(ds.name, bool(ev.execute_code))
+        _check(reason is None, reason or "")
+        _check(ev.timeout_s > 0 and ev.memory_mb >= 64, f"eval.timeout_s={ev.timeout_s} must be > 0 and eval.memory_mb={ev.memory_mb} >= 64")
     if run.device.startswith("cuda"):
         import torch
 

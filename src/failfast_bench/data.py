@@ -5,11 +5,16 @@ location, SHA-256) so every result can say what it ran on:
 
 1. ``dataset.path`` (a file, or a directory holding the standard file name);
 2. ``$FAILFAST_BENCH_DATA`` (``gsm8k/<split>.jsonl``, ``humaneval/HumanEval.jsonl[.gz]``,
-   ``mt_bench/question.jsonl``);
+   ``mt_bench/question.jsonl``, ``math500/test.jsonl``, ``aime/train.jsonl`` or ``.parquet``,
+   ``gpqa/gpqa_diamond.csv``);
 3. Hugging Face ``datasets`` (hub or its local cache; when the hub is unreachable this one call runs in
    offline mode, so it fails fast instead of retrying for half a minute, and later model downloads of
-   the same process are not affected);
-4. the packaged offline assets of :mod:`failfast_bench.assets` (for GSM8K only a 100-question sample).
+   the same process are not affected): openai/gsm8k (main), openai/openai_humaneval, philschmid/mt-bench,
+   HuggingFaceH4/MATH-500 (test), HuggingFaceH4/aime_2024 (train, 30 problems) and Idavidrein/gpqa
+   (gpqa_diamond, train; gated: a token whose account accepted its terms, e.g. ``$HF_TOKEN``);
+4. the packaged offline assets of :mod:`failfast_bench.assets` (for GSM8K only a 100-question sample;
+   none for MATH-500, AIME and GPQA, whose loading fails with one line saying how to get them. GPQA's
+   text must never be committed: its authors ask that it stay out of crawlable places).
 
 When the questions a run gets differ from the ones it asked for (the packaged GSM8K sample holds test
 lines 13, 51, 54, ... instead of 0, 1, 2, ...), :func:`load_questions` says so according to
@@ -19,13 +24,17 @@ target, ``warn`` always warns, ``refuse`` stops the run (paper presets), ``allow
 Prompts: the paper wraps the first user turn in one of its templates (``get_first_user_msg`` in the
 authors' utils.py), quirks included: a leading newline, 8-space indentation, a trailing newline plus 8
 spaces, two *real* newlines inside "(...)". ``chat`` sends the bare question (Spec-Bench/EAGLE). The
-message is then put through the target's own chat template with no system message.
+message is then put through the target's own chat template with no system message. MATH-500 and AIME use
+the math template. GPQA's template frames a problem and its four choices (A = the correct answer, B-D the
+incorrect ones 1-3, as the authors order them); the choice block belongs to the question's text, laid
+out by :func:`gpqa_text` for the template in use, so the template itself stays a (before, after) pair.
 
 This module never imports torch (validation calls :func:`dataset_size` before any model loads).
 """
 from __future__ import annotations
 
 import contextlib
+import csv
 import functools
 import gzip
 import hashlib
@@ -69,6 +78,20 @@ PAPER_TEMPLATES: dict[str, tuple[str, str]] = {
         "\n" + _INDENT + "Solve the following problem efficiently and clearly. " + _BOXED_INSTRUCTION + _INDENT + "Problem: ",
         "\n" + _INDENT,
     ),
+    "gpqa": (
+        "\n"
+        + _INDENT
+        + "What is the correct answer to the following problem? Please reason step by step. \n"
+        + _INDENT
+        + "Separate logical reasoning steps with two newline characters (\n\n).\n"
+        + _INDENT
+        + "Put the final answer **strictly** in the format \\boxed{X}, where X is a single letter (A, B, C, or D).\n\n"
+        + _INDENT
+        + "**Example output:** \\boxed{A}\n\n"
+        + _INDENT
+        + "Problem: ",
+        "\n" + _INDENT,
+    ),
     "code": (
         "\n"
         + _INDENT
@@ -91,6 +114,10 @@ KNOWN_SHA256: dict[str, set[str]] = {
         "b796127e635a67f93fb35c04f4cb03cf06f38c8072ee7cee8833d7bee06979ef",  # HumanEval.jsonl.gz
     },
     "mt_bench": {assets.WHEEL_FILES["mt_bench"].sha256},
+    # No published checksums for these files: their SHA-256 is recorded per run, never warned about.
+    "math500": set(),
+    "aime": set(),
+    "gpqa": set(),
 }
 
 # Standard file names inside a data directory, first match wins.
@@ -98,14 +125,31 @@ DATA_FILES: dict[str, tuple[str, ...]] = {
     "gsm8k": ("gsm8k/{split}.jsonl", "gsm8k/{split}.jsonl.gz"),
     "humaneval": ("humaneval/HumanEval.jsonl", "humaneval/HumanEval.jsonl.gz"),
     "mt_bench": ("mt_bench/question.jsonl",),
+    "math500": ("math500/test.jsonl",),
+    "aime": ("aime/train.jsonl", "aime/aime_2024.jsonl", "aime/train.parquet"),
+    "gpqa": ("gpqa/gpqa_diamond.csv", "gpqa/gpqa_diamond.jsonl"),
 }
 HF_SOURCES: dict[str, tuple[str, Optional[str], Optional[str]]] = {
     # name -> (hub id, config, split; None = the run's dataset.split)
     "gsm8k": ("openai/gsm8k", "main", None),
     "humaneval": ("openai/openai_humaneval", None, "test"),
     "mt_bench": ("philschmid/mt-bench", None, "train"),
+    "math500": ("HuggingFaceH4/MATH-500", None, "test"),
+    "aime": ("HuggingFaceH4/aime_2024", None, "train"),
+    "gpqa": ("Idavidrein/gpqa", "gpqa_diamond", "train"),
 }
 PACKAGED_ASSET = {"gsm8k": "gsm8k_sample", "humaneval": "humaneval", "mt_bench": "mt_bench"}
+# How to get the datasets that have no packaged copy (the end of the one-line error when no source has them).
+HOW_TO_GET = {
+    "math500": "the Hugging Face hub (HuggingFaceH4/MATH-500, split test)",
+    "aime": "the Hugging Face hub (HuggingFaceH4/aime_2024, split train)",
+    "gpqa": (
+        "the Hugging Face hub with a token (Idavidrein/gpqa is gated: accept its terms on the hub, then set HF_TOKEN; "
+        "config gpqa_diamond, split train)"
+    ),
+}
+# GPQA choice order of the authors' code: the correct answer is always (A).
+GPQA_CHOICE_FIELDS = ("Correct Answer", "Incorrect Answer 1", "Incorrect Answer 2", "Incorrect Answer 3")
 # The authors' code reads MT-Bench row 60 + problem_id (the stem and humanities questions).
 MT_BENCH_PAPER_FIRST_ROW = 60
 
@@ -214,11 +258,20 @@ def _opt(cfg: Any, key: str, default: Any = None) -> Any:
 
 
 def read_rows(path: Path) -> list[dict]:
-    """Rows of a ``.jsonl`` / ``.jsonl.gz`` file (or a ``.json`` list)."""
+    """Rows of a ``.jsonl`` / ``.jsonl.gz`` file (or a ``.json`` list, a ``.csv`` with a header, a ``.parquet``)."""
+    if path.suffix == ".parquet":
+        try:
+            import pandas as pd
+
+            return pd.read_parquet(path).to_dict(orient="records")
+        except (OSError, ValueError, ImportError) as exc:
+            raise ConfigError(f"cannot read dataset file {path}: {exc}") from exc
     opener = gzip.open if path.suffix == ".gz" else open
     try:
-        with opener(path, "rt", encoding="utf-8") as fh:
-            if path.name.endswith(".json"):
+        with opener(path, "rt", encoding="utf-8", newline="" if path.suffix == ".csv" else None) as fh:
+            if path.suffix == ".csv":
+                rows = list(csv.DictReader(fh))
+            elif path.name.endswith(".json"):
                 rows = json.load(fh)
             else:
                 rows = [json.loads(line) for line in fh if line.strip()]
@@ -244,7 +297,7 @@ def _check_known_hash(name: str, path: Path, sha: str) -> None:
         if sha != GSM8K_TEST_SHA256:
             raise ConfigError(f"{path} has SHA-256 {sha}, not the GSM8K test split's {GSM8K_TEST_SHA256}; replace the file or point dataset.path elsewhere")
         return
-    if sha not in KNOWN_SHA256[name]:
+    if KNOWN_SHA256.get(name) and sha not in KNOWN_SHA256[name]:
         warnings.warn(f"{path} (SHA-256 {sha[:12]}…) is not the canonical {name} file; results may not compare with others", stacklevel=3)
 
 
@@ -396,6 +449,9 @@ def _from_hf(cfg: Any) -> Optional[tuple[list[dict], DataSource]]:
 
 def _from_packaged(cfg: Any) -> tuple[list[dict], DataSource]:
     split = _opt(cfg, "split", "test")
+    if cfg.name in HOW_TO_GET:
+        wanted = " or ".join(f"${DATA_ENV}/{p}" for p in DATA_FILES[cfg.name])
+        raise ConfigError(f"no {cfg.name} data (no packaged copy): set dataset.path to the file, put it at {wanted}, or use {HOW_TO_GET[cfg.name]}")
     if cfg.name == "gsm8k" and split != "test":
         raise ConfigError(f"no GSM8K {split} split found: set dataset.path or ${DATA_ENV} (a directory with gsm8k/{split}.jsonl)")
     asset = PACKAGED_ASSET[cfg.name]
@@ -459,6 +515,47 @@ def _humaneval_questions(rows: list[dict]) -> list[Question]:
     return questions
 
 
+def _math_questions(rows: list[dict], name: str) -> list[Question]:
+    """MATH-500 / AIME 2024: ``problem`` and the reference ``answer``; question id = 0-based row (the authors' problem_id)."""
+    questions = []
+    for row_number, row in enumerate(rows):
+        if "problem" not in row:
+            raise ConfigError(f"{name} row {row_number} has no 'problem' field")
+        answer = row.get("answer")
+        meta = {"row": row_number, "final_answer": None if answer is None else str(answer)}
+        for key in ("unique_id", "subject", "level", "id", "url"):
+            if row.get(key) is not None:
+                meta[key] = row[key]
+        questions.append(Question(str(row_number), row_number, [str(row["problem"])], meta["final_answer"], meta))
+    return questions
+
+
+def gpqa_text(problem: str, choices: list[str], template: str) -> str:
+    """A GPQA question's text: the problem and its choices (A)-(D), laid out as ``template`` frames them.
+
+    Under the paper's ``gpqa`` template this is what its ``Problem: {problem}.`` slot through the last choice
+    holds (a period after the problem, "Choices: " with its trailing space, 8-space indentation); under any
+    other template the problem, a blank line and one "(X) choice" line each.
+    """
+    if template == "gpqa":
+        lines = [problem + ".", "Choices: "] + [f"({letter}) {choice}" for letter, choice in zip("ABCD", choices)]
+        return ("\n" + _INDENT).join(lines)
+    return problem + "\n\n" + "\n".join(f"({letter}) {choice}" for letter, choice in zip("ABCD", choices))
+
+
+def _gpqa_questions(rows: list[dict], template: str) -> list[Question]:
+    questions = []
+    for row_number, row in enumerate(rows):
+        missing = [k for k in ("Question", *GPQA_CHOICE_FIELDS) if k not in row]
+        if missing:
+            raise ConfigError(f"GPQA row {row_number} lacks {', '.join(repr(k) for k in missing)}")
+        # Verbatim, as the authors' code passes them (no stripping).
+        text = gpqa_text(str(row["Question"]), [str(row[k]) for k in GPQA_CHOICE_FIELDS], template)
+        meta = {"row": row_number, "final_answer": "A", "record_id": row.get("Record ID")}
+        questions.append(Question(str(row_number), row_number, [text], "A", meta))
+    return questions
+
+
 def _mt_bench_questions(rows: list[dict], selection: str, turns: str) -> list[Question]:
     start = MT_BENCH_PAPER_FIRST_ROW if selection == "paper" else 0
     questions = []
@@ -491,6 +588,8 @@ def _check_options(cfg: Any) -> None:
         raise ConfigError(f"dataset.turns={cfg.turns}: {name} questions have one turn; use turns=first")
     if name != "gsm8k" and _opt(cfg, "split", "test") != "test":
         raise ConfigError(f"dataset.split={cfg.split}: {name} has a single split; use split=test")
+    if template == "gpqa" and name != "gpqa":
+        raise ConfigError(f"dataset.template=gpqa frames GPQA's four choices; {name} uses math, code, mt_bench or chat")
 
 
 def _all_questions(cfg: Any) -> tuple[list[Question], DataSource]:
@@ -500,6 +599,10 @@ def _all_questions(cfg: Any) -> tuple[list[Question], DataSource]:
         questions = _gsm8k_questions(rows)
     elif cfg.name == "humaneval":
         questions = _humaneval_questions(rows)
+    elif cfg.name in ("math500", "aime"):
+        questions = _math_questions(rows, cfg.name)
+    elif cfg.name == "gpqa":
+        questions = _gpqa_questions(rows, _opt(cfg, "template", "math"))
     else:
         questions = _mt_bench_questions(rows, _opt(cfg, "selection", "standard"), _opt(cfg, "turns", "first"))
     template = _opt(cfg, "template", "math")
@@ -601,3 +704,9 @@ def dataset_size(cfg: Any) -> int:
     if _opt(cfg, "fallback", "auto") == "refuse":
         _apply_fallback_policy(cfg, fallback_note(cfg, source, chosen), False)
     return len(questions)
+
+
+def questions_by_id(cfg: Any) -> tuple[dict[str, Question], DataSource]:
+    """Every question of the configured source by :attr:`Question.id` (post-hoc scoring of a stored run)."""
+    questions, source = _all_questions(cfg)
+    return {q.id: q for q in questions}, source

@@ -1,6 +1,6 @@
 """Collect finished runs into one table, re-price them under any hardware profile, pick best configs.
 
-    python -m failfast_bench.report [DIR ...] [--profile a6000_paper --profile cpu] [--out report/]
+    python -m failfast_bench.report [DIR ...] [--profile a6000_paper --profile cpu] [--out report/] [--accuracy]
         [--sort modeled_speedup] [--rank-by pooled|mean|median] [--accounting paper|strict]
 
 Every directory is searched recursively for complete runs (``COMPLETE`` marker). No model is loaded:
@@ -10,12 +10,15 @@ forms (mean over questions = the paper's convention, median, pooled, 95 % bootst
 The best configuration per (target, dataset, drafter family) is chosen by one named statistic of one
 metric: by default the *pooled* modeled speedup (``--rank-by mean`` ranks like the paper). Sweeps along one
 hyperparameter (τ, N_max, θ, spec_len, N) with the others held fixed are printed as curves, e.g. the τ
-curve of ``experiment=micro_tau``.
+curve of ``experiment=micro_tau``. ``--accuracy`` adds
+each run's task accuracy (stored by ``eval.accuracy=true``, else scored from the stored outputs; see
+:mod:`failfast_bench.accuracy`).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Iterable
 
@@ -81,9 +84,26 @@ def _run_identity(run_dir: Path, summary: dict) -> dict:
     return row
 
 
-def collect(roots: Iterable[Path], profiles: list[HardwareProfile], accounting: str = "paper") -> tuple[pd.DataFrame, pd.DataFrame]:
+def run_accuracy(run_dir: Path, summary: dict, execute_code: bool = False) -> dict:
+    """``accuracy`` and ``accuracy_n`` of a run: stored, else scored from its outputs (NaN, with a note, when it cannot be)."""
+    from .accuracy import score_run
+    from .config import ConfigError
+
+    acc = summary.get("accuracy")
+    if acc is None:
+        try:
+            acc = score_run(run_dir, execute_code=execute_code)[1]
+        except ConfigError as exc:
+            print(f"[report] no accuracy for {run_dir}: {exc}", file=sys.stderr)
+            return {"accuracy": float("nan"), "accuracy_n": 0}
+    return {"accuracy": acc["accuracy"], "accuracy_n": acc["n_questions"]}
+
+
+def collect(roots: Iterable[Path], profiles: list[HardwareProfile], accounting: str = "paper", accuracy: bool = False,
+            execute_code: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(runs, rounds): one row per run × profile under one output ``accounting`` (metrics.py), and every
-    round of every run (with run_id). Each run row also carries its degenerate questions and load guard."""
+    round of every run (with run_id). Each run row also carries its degenerate questions and load guard, and
+    with ``accuracy`` its task accuracy."""
     if accounting not in metrics.ACCOUNTING_MODES:
         raise ValueError(f"accounting={accounting!r}; valid: {', '.join(metrics.ACCOUNTING_MODES)}")
     run_rows, round_frames = [], []
@@ -108,6 +128,8 @@ def collect(roots: Iterable[Path], profiles: list[HardwareProfile], accounting: 
             "machine_profile": getattr(metrics.machine_profile(every_profile, ident["latency_key"],
                                                                str(cfg["run"].get("dtype")))[0], "name", None),
         }
+        if accuracy:
+            ident.update(run_accuracy(run_dir, summary, execute_code))
         for profile in profiles:
             try:
                 m = metrics.summarize(questions, rounds, profile, ident["latency_key"], ident["drafter"], accounting, max_new)
@@ -230,7 +252,7 @@ SHOW = ["target", "dataset", "family", "config_name", "replay", "accounting", "a
         "tokens_per_round", "tokens_per_round_pooled", "drafter_passes_per_round", "modeled_speedup",
         "modeled_speedup_median", "modeled_speedup_pooled", "modeled_speedup_pooled_ci_low", "modeled_speedup_pooled_ci_high",
         "modeled_speedup_pooled_excluding_degenerate", "modeled_speedup_refined_pooled", "measured_speedup",
-        "measured_speedup_pooled", "throughput_ratio_pooled", "n_degenerate", "load_guard", "lossless_mismatches"]
+        "measured_speedup_pooled", "throughput_ratio_pooled", "n_degenerate", "load_guard", "lossless_mismatches", "accuracy"]
 
 
 def to_markdown(frame: pd.DataFrame, columns: list[str] = SHOW) -> str:
@@ -253,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="output accounting: paper (overshoot past max_new_tokens counts; nominal draft lengths) "
                              "or strict (cut at max_new_tokens; tokens actually drafted)")
     parser.add_argument("--no-curves", dest="curves", action="store_false", help="do not print one-hyperparameter sweep curves")
+    parser.add_argument("--accuracy", action="store_true", help="add task accuracy (stored, else scored from the outputs; no model runs)")
+    parser.add_argument("--execute-code", action="store_true", help="with --accuracy: allow HumanEval pass@1 (runs model-written programs, sandboxed)")
     args = parser.parse_args(argv)
     try:
         profiles = [load_profile(p) for p in (args.profile or available_profiles())]
@@ -263,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"no such directory: {', '.join(missing)}")
     if args.sort not in RANKABLE_METRICS:
         parser.error(f"--sort {args.sort!r} is not a metric; try one of: {', '.join(RANKABLE_METRICS)}")
-    runs, rounds = collect([Path(d) for d in args.dirs], profiles, args.accounting)
+    runs, rounds = collect([Path(d) for d in args.dirs], profiles, args.accounting, accuracy=args.accuracy, execute_code=args.execute_code)
     rank_column = metrics.statistic_column(args.sort, args.rank_by)
     best = best_configs(runs, args.sort, args.rank_by)
     text = (f"Accounting: {args.accounting}. Every metric: mean over questions (paper; bare name), _median, _pooled "

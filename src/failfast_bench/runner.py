@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 from omegaconf import OmegaConf
 
-from . import trace, vanilla
+from . import accuracy, trace, vanilla
 from .config import ConfigError, validate
 from .drafters import config_name, resolve_drafter_model
 from .drafters.draft_vocab import VOCAB_FILE
@@ -66,6 +66,7 @@ def config_hash(cfg) -> str:
     _concrete_dtype_settings(container)
     container.pop("logger", None)
     container.pop("hardware", None)  # pricing only: re-priced by report without rerunning
+    container.pop("eval", None)  # accuracy is scored from the stored outputs (accuracy.py), also after the fact
     for key in _UNHASHED_RUN_KEYS:
         container.get("run", {}).pop(key, None)
     if "measure_vanilla" in container.get("run", {}):
@@ -304,6 +305,8 @@ class Runner:
                                str(OmegaConf.select(cfg, "run.accounting", default="paper")))
             shutil.rmtree(self.run_dir / "partial", ignore_errors=True)  # killed between COMPLETE and clean-up
             print(f"[failfast-bench] complete results exist, skipping: {self.run_dir}")
+            if accuracy.requested(cfg) and "accuracy" not in summary:  # scored from the stored outputs
+                summary["accuracy"] = accuracy.score_run(self.run_dir, bool(cfg.eval.execute_code), write=True)[1]
             if cfg.logger.name != "none" and cfg.logger.mode != "disabled":
                 # e.g. a W&B sweep agent asking for a config that is already done: report the stored results.
                 from .loggers import log_run
@@ -319,6 +322,7 @@ class Runner:
         if cfg.run.threads:
             torch.set_num_threads(cfg.run.threads)
         questions, source = data.load_questions(cfg.dataset, offline_default=str(cfg.target.model).startswith("asset:"))
+        self._questions = questions
         device = models.pick_device(cfg.run.device)
         dtype = models.pick_dtype(cfg.run.dtype, device)
         gpus = tuple(models.run_gpus(cfg.run.device, OmegaConf.select(cfg, "run.gpus", default=None), device))
@@ -504,11 +508,16 @@ class Runner:
         cfg = self.cfg
         rounds = trace.records_frame(r_records, trace.ROUND_COLUMNS)
         questions = trace.records_frame(q_records, trace.QUESTION_COLUMNS)
+        if accuracy.requested(cfg):
+            questions = accuracy.score_frame(questions, {q.id: q for q in self._questions}, cfg.dataset.name, cfg.run.max_new_tokens,
+                                             tokenizer, bool(cfg.eval.execute_code), accuracy.limits_from(cfg))
         summary, questions = build_summary(
             cfg, questions, rounds, run_dir=self.run_dir, replay=self.replay, load_seconds=load_seconds, config_hash=self.config_hash,
             # null, or one line saying how the questions differ from the requested ones (packaged GSM8K sample).
             extra={"dataset_fallback": getattr(source, "fallback", None)},
         )
+        if accuracy.requested(cfg):
+            summary["accuracy"] = accuracy.summarize(questions, cfg.dataset.name, cfg.run.max_new_tokens)
         man = manifest.build_manifest(cfg, source=source, target=target, drafter=drafter, run_hash=summary["config_hash"])
         man["target_model"] = models.model_identity(target)
         tools = getattr(self, "_tools", None)
@@ -752,6 +761,8 @@ def format_summary(summary: dict) -> str:
     if summary.get("draft_len"):
         d = summary["draft_len"]
         lines.append(f"draft length: min {d['min']} / median {d['median']:g} / max {d['max']} / mean {d['mean']:.2f}")
+    if summary.get("accuracy"):
+        lines.append(accuracy.format_line(summary["accuracy"]))
     return "\n".join(lines)
 
 
