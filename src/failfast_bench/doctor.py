@@ -197,7 +197,9 @@ def plan(argv: list[str]) -> tuple[str, list[str]]:
     what = {"always": "measured in every job (side by side)", "reuse": "measured once per setup and reused by later jobs", "never": "not measured"}
     gpu_note = " here; reused across jobs on a GPU node" if device_type == "cpu" and str(cfg.run.measure_vanilla) == "auto" else ""
     lines.append(f"vanilla   {what[policy]}{gpu_note} (run.measure_vanilla={cfg.run.measure_vanilla})")
-    lines.append(_estimate_line(cfg, states.count("to run"), policy))
+    # The bound prices the run on the profile's hardware: a GPU profile's jobs reuse vanilla under auto.
+    priced_on = "cuda" if int(cfg.hardware.get("gpus", 0) or 0) > 0 else "cpu"
+    lines.append(_estimate_line(cfg, states.count("to run"), vanilla.policy(cfg.run.measure_vanilla, priced_on)))
     return "\n".join(lines), problems
 
 

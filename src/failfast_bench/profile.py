@@ -129,6 +129,8 @@ def write_profile(name: str, measured: dict, path: Path | None = None) -> Path:
         "target_step_ms": {**(existing.get("target_step_ms") or {}), **measured["target_step_ms"]},
         "verify_ms": {**(existing.get("verify_ms") or {}), **measured["verify_ms"]},
         "fallback_target": existing.get("fallback_target"),
+        # GPUs one run uses on this hardware (0 = a CPU profile); Slurm and the doctor's estimate read it.
+        "gpus": int(measured["measured"].get("gpus", existing.get("gpus", 0)) or 0),
         "measured": {**(existing.get("measured") or {}), **{k: measured["measured"] for k in measured["target_step_ms"]}},
     }
     if out["fallback_target"] is None:
