@@ -51,8 +51,10 @@ choices for that:
 
 * **q_i** is the warped softmax (temperature T, the run's top-k / top-p, the mask id and ids past the
   verifier's vocabulary removed) of the pass that commits position i, at position i; the token is drawn from
-  it. A token that a cache-writing pass yields (prefill or cache update) is drawn from that pass's row. Tokens
-  committed by one pass are drawn independently given the block state before the pass.
+  it. A token that a cache-writing pass yields (prefill or cache update) is drawn from that pass's row, and
+  the row stays with the token until it is drafted (possibly next round, from a reused cache). Tokens
+  committed by one pass are drawn independently given the block state before the pass. q never reaches a
+  trace.
 * **The commit decision reads distributions, never drawn values**: the confidence of a masked position is the
   T = 0 quantity, the maximum untempered probability over proposable ids (its softmax still counting the
   mask id, as at T = 0). θ, τ, the records C and the cap therefore read exactly the confidences they read at
