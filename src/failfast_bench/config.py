@@ -175,6 +175,12 @@ class RunSettings:
     # within the run (CV) or differs that much from the hardware profile's measured decode step.
     load_tolerance: float = 0.15
 
+    # Decoding: 0 = greedy (token-exact against vanilla); > 0 = speculative sampling, lossless in distribution.
+    # top_p (1 = off) and top_k (0 = off) warp the target's and the drafter's distributions alike; T > 0 only.
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+
 
 @dataclass
 class EvalConfig:
@@ -253,6 +259,20 @@ def validate(cfg: Any) -> None:
     )
     gpus = getattr(run, "gpus", None)
     _check(gpus is None or gpus >= 1, f"run.gpus={gpus} must be >= 1 (or null for every visible GPU)")
+    temperature = float(getattr(run, "temperature", 0.0) or 0.0)
+    top_p, top_k = float(getattr(run, "top_p", 1.0)), int(getattr(run, "top_k", 0) or 0)
+    _check(temperature >= 0.0, f"run.temperature={temperature} must be >= 0 (0 = greedy)")
+    _check(0.0 < top_p <= 1.0, f"run.top_p={top_p} must be in (0, 1] (1 = off)")
+    _check(top_k >= 0, f"run.top_k={top_k} must be >= 0 (0 = off)")
+    _check(
+        temperature > 0.0 or (top_p == 1.0 and top_k == 0),
+        "run.top_p and run.top_k shape sampling and need run.temperature > 0 (at temperature 0 decoding is greedy)",
+    )
+    _check(
+        temperature == 0.0 or not (d.name == "failfast" and d.reuse_drafts),
+        "drafter.reuse_drafts=true needs run.temperature=0: draft reuse picks tokens by their drawn values, "
+        "which speculative sampling cannot verify",
+    )
     _check(run.threads >= 0, f"run.threads={run.threads} must be >= 0 (0 = torch default)")
     _check(run.device in ("auto", "cpu", "cuda") or run.device.startswith("cuda:"), f"run.device={run.device!r}; valid: auto, cpu, cuda")
     _check(

@@ -4,6 +4,10 @@ Output accounting follows the paper (§8): a round appends the accepted draft to
 correction or bonus token; the question stops once the output holds ``max_new_tokens`` tokens (the last
 round may overshoot, and those tokens count, as in the authors' code) or when a stop token is appended
 (the output is cut right after the first stop token: anything the target verified past it is not output).
+
+At T > 0 the verifier and the drafter draw from per-question random streams derived from ``seed`` and the
+question id (:func:`~failfast_bench.sampling.stream_seed`), so a question's tokens are reproducible, and
+``Generation.extra["sampling"]`` sums the rejection sampler's per-position statistics for the question.
 """
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
 from .drafters.base import Draft, Drafter, Verdict
+from .sampling import stream_seed
 from .trace import RoundRecord
 from .verify import TargetVerifier, synchronize
 
@@ -44,10 +49,18 @@ def generate(
     stop_ids: Sequence[int],
     question_id: str = "",
     on_round: Optional[Callable[[RoundRecord], None]] = None,
+    seed: int = 0,
 ) -> Generation:
-    """Decode one prompt greedily with ``drafter`` proposing and ``verifier`` deciding."""
+    """Decode one prompt with ``drafter`` proposing and ``verifier`` deciding (greedy, or sampling at T > 0)."""
     prompt = list(prompt_ids)
     stops = set(int(s) for s in stop_ids)
+    sampling = bool(getattr(verifier, "sampling", False))
+    if sampling:
+        verifier.set_rng(stream_seed(seed, question_id, "target"))
+    set_rng = getattr(drafter, "set_rng", None)
+    if set_rng is not None:
+        set_rng(stream_seed(seed, question_id, "drafter"))
+    sample_stats = {"examined": 0, "accept_prob_sum": 0.0, "overlap_sum": 0.0}
     verifier.timer.reset()
     drafter_timer = getattr(drafter, "timer", None)
     if drafter_timer is not None:
@@ -76,6 +89,10 @@ def generate(
         t2 = time.perf_counter()
         drafter.observe(draft, verdict)
         t3 = time.perf_counter()
+        if verdict.accept_probs:
+            sample_stats["examined"] += len(verdict.accept_probs)
+            sample_stats["accept_prob_sum"] += float(sum(verdict.accept_probs))
+            sample_stats["overlap_sum"] += float(sum(verdict.overlaps or ()))
         if draft.tree_parents is not None and verdict.accepted_path is not None:
             accepted_tokens = [draft.tokens[i] for i in verdict.accepted_path]
         else:
@@ -132,6 +149,7 @@ def generate(
         drafter_seconds=drafter_total,
         verify_seconds=verify_total,
         forward_seconds=verifier.timer.seconds + _drafter_forward_seconds(drafter),
+        extra={"sampling": sample_stats} if sampling else {},
     )
 
 

@@ -16,6 +16,10 @@ What replay cannot give: the target's argmax past the first rejected draft token
 it, replay records the accepted prefix and the correction only), target hidden states (EAGLE-3 cannot
 replay), and wall-clock speedups (the drafter still runs, the target does not: the measured speedup is
 NaN; modeled speedups are exact).
+
+Sampling (``run.temperature > 0``): the target's verdicts are then random draws against the drafter's own
+random draft, not a fixed continuation, so a sampled trace can be re-priced (``failfast_bench.report`` prices
+stored rounds under any hardware profile) but not re-scored: replay is refused before anything loads.
 """
 from __future__ import annotations
 
@@ -39,6 +43,12 @@ class ReplayError(RuntimeError):
 
 def check_replayable(cfg) -> None:
     """Refuse, before anything loads, configs whose verdicts need more than the target's tokens."""
+    temperature = float(getattr(cfg.run, "temperature", 0.0) or 0.0) if getattr(cfg, "run", None) is not None else 0.0
+    if temperature > 0.0:
+        raise ConfigError(
+            f"run.replay=true needs run.temperature=0 (got {temperature:g}): at T > 0 verdicts are random draws, not a "
+            f"cached greedy continuation, so a sampled trace can be re-priced (python -m failfast_bench.report) but not re-scored"
+        )
     if cfg.drafter.name == "eagle3":
         raise ConfigError(
             "run.replay=true cannot score drafter=eagle3: EAGLE-3 drafts from the target's hidden states, "

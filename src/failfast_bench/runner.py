@@ -24,6 +24,7 @@ from .config import ConfigError, validate
 from .drafters import config_name, resolve_drafter_model
 from .drafters.draft_vocab import VOCAB_FILE
 from .latency import HardwareProfile, available_profiles, load_profile
+from .sampling import sampling_of
 
 # Keys that do not change results: excluded from the config hash. ``accounting`` and ``load_tolerance`` are
 # reporting choices computed from the same trace (both accountings are always stored).
@@ -31,7 +32,10 @@ _UNHASHED_RUN_KEYS = ("progress", "output_dir", "skip_if_complete", "threads", "
 # Options that never change what a run computes (how it reports or refuses), excluded from the hash.
 _UNHASHED_KEYS = (("dataset", "fallback"),)
 # Options added after runs were committed: at their default they leave the hash (and the run directory) as it was.
-_HASHED_ONLY_IF_SET = (("drafter", "draft_vocab", False), ("drafter", "revision", None), ("dataset", "revision", None))
+_HASHED_ONLY_IF_SET = (
+    ("drafter", "draft_vocab", False), ("drafter", "revision", None), ("dataset", "revision", None),
+    ("run", "temperature", 0.0), ("run", "top_p", 1.0), ("run", "top_k", 0),
+)
 
 
 def _concrete_dtype_settings(container: dict) -> None:
@@ -317,7 +321,7 @@ class Runner:
 
         from . import data, lossless, manifest, models
         from .drafters import build_drafter
-        from .verify import TargetVerifier
+        from .verify import TargetVerifier, acceptance_for
 
         if cfg.run.threads:
             torch.set_num_threads(cfg.run.threads)
@@ -340,7 +344,11 @@ class Runner:
         drafter = build_drafter(cfg, target, tokenizer, stop_ids, models.input_device(target), dtype)
         load_seconds = time.perf_counter() - load_t0
         target_id = lossless.target_identity(cfg, target)
-        vanilla_verifier = TargetVerifier(target)
+        sampling = sampling_of(cfg)
+        if not sampling.greedy:
+            # Sampled vanilla outputs depend on the warp and the seed: never mix them with greedy references.
+            target_id += "-" + hashlib.sha256(json.dumps([sampling.describe(), int(cfg.run.seed)]).encode()).hexdigest()[:8]
+        vanilla_verifier = TargetVerifier(target, acceptance=acceptance_for(sampling))
         continuations: dict = {}
         continuation_store = None
         if self.replay:
@@ -350,7 +358,8 @@ class Runner:
             verifier = ReplayVerifier(lambda prompt: continuations[tuple(prompt)], device=vanilla_verifier.device)
             continuation_store = ContinuationStore(target_id)
         else:
-            verifier = TargetVerifier(target, feature_layers=getattr(drafter, "target_feature_layers", ()))
+            verifier = TargetVerifier(target, feature_layers=getattr(drafter, "target_feature_layers", ()),
+                                      acceptance=acceptance_for(sampling))
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
         partial = self.run_dir / "partial"
@@ -417,7 +426,8 @@ class Runner:
             earlier = tools.vanilla_store.get(qid, prompt)
             if earlier is not None:
                 return earlier.output_tokens, earlier.wall_seconds
-        van = generate(tools.vanilla_verifier, VanillaDrafter(), prompt, cfg.run.max_new_tokens, tools.stop_ids, question_id=qid)
+        van = generate(tools.vanilla_verifier, VanillaDrafter(), prompt, cfg.run.max_new_tokens, tools.stop_ids, question_id=qid,
+                       seed=cfg.run.seed)
         tools.reference_store.put(qid, prompt, van.output_tokens)
         tools.vanilla_store.put(qid, prompt, van.output_tokens, van.wall_seconds, str(self.run_dir))
         return van.output_tokens, van.wall_seconds
@@ -434,6 +444,7 @@ class Runner:
         all_rounds: list[trace.RoundRecord] = []
         reused_before = len(tools.vanilla_store.reused) if tools.vanilla_store is not None else 0
         totals = dict(wall=0.0, prefill=0.0, drafter=0.0, verify=0.0, forward=0.0, vanilla=0.0)
+        sample_totals: dict = {}  # T > 0: the rejection sampler's sums over the question's turns
         output_all: list[int] = []
         reference_all: list[int] = []
         vanilla_n_out = 0
@@ -447,7 +458,7 @@ class Runner:
             reference, vanilla_seconds = self._reference_for(qid, prompt, tools, is_vanilla)
             r_bar = tools.progress(total=cfg.run.max_new_tokens, desc=f"  {qid}", unit="tok", leave=False, disable=not cfg.run.progress)
             gen = generate(tools.verifier, tools.drafter, prompt, cfg.run.max_new_tokens, tools.stop_ids, question_id=qid,
-                           on_round=lambda r: r_bar.update(r.committed))
+                           on_round=lambda r: r_bar.update(r.committed), seed=cfg.run.seed)
             r_bar.close()
             if is_vanilla and not self.replay:
                 vanilla_seconds = gen.wall_seconds
@@ -467,10 +478,15 @@ class Runner:
                 reference_all.extend(reference)
                 vanilla_n_out += len(reference)
             all_rounds.extend(gen.rounds)
+            for key, value in gen.extra.get("sampling", {}).items():
+                sample_totals[key] = sample_totals.get(key, 0) + value
             stopped = gen.stopped_by_eos
             # The next turn continues from the target's own greedy answer (identical when lossless).
             answers.append(tokenizer.decode(reference if reference is not None else gen.output_tokens, skip_special_tokens=True))
         divergence = first_divergence(output_all, reference_all) if reference_all else None
+        # T > 0: lossless means equal in distribution; a sampled output differing from the sampled vanilla one is
+        # expected, so it is recorded for information and never counted as a mismatch.
+        sampled = not sampling_of(cfg).greedy
         have_vanilla = (tools.vanilla_policy != "never" or is_vanilla) and not self.replay
         q_rec = trace.QuestionRecord(
             question_id=question.id,
@@ -491,11 +507,12 @@ class Runner:
             forward_seconds=totals["forward"],
             vanilla_wall_seconds=totals["vanilla"] if have_vanilla else None,
             vanilla_n_out=vanilla_n_out if reference_all else None,
-            lossless_mismatch=divergence is not None,
-            first_divergence=divergence,
+            lossless_mismatch=divergence is not None and not sampled,
+            first_divergence=None if sampled else divergence,
             output_text=tokenizer.decode(output_all, skip_special_tokens=False),
             extra={
                 "turns": len(turns), "reference_checked": bool(reference_all), **({"replay": True} if self.replay else {}),
+                **({"sampling": _sampling_record(sample_totals, divergence)} if sampled else {}),
                 **({"vanilla_reused": True} if tools.vanilla_store is not None and len(tools.vanilla_store.reused) > reused_before else {}),
             },
         )
@@ -518,6 +535,8 @@ class Runner:
         )
         if accuracy.requested(cfg):
             summary["accuracy"] = accuracy.summarize(questions, cfg.dataset.name, cfg.run.max_new_tokens)
+        if not sampling_of(cfg).greedy:
+            summary["sampling"] = _sampling_summary(cfg, q_records)
         man = manifest.build_manifest(cfg, source=source, target=target, drafter=drafter, run_hash=summary["config_hash"])
         man["target_model"] = models.model_identity(target)
         tools = getattr(self, "_tools", None)
@@ -624,6 +643,36 @@ ACCOUNTING_DEFINITIONS = {
 }
 
 
+def _sampling_record(totals: dict, divergence: Optional[int]) -> dict:
+    """Per-question statistics of speculative sampling (questions.parquet ``extra``)."""
+    n = int(totals.get("examined", 0))
+    return {
+        "examined": n,  # draft candidates the rejection sampler examined (chain positions, tree siblings)
+        "mean_accept_prob": totals["accept_prob_sum"] / n if n else None,  # mean of min(1, p(x)/q(x))
+        "mean_overlap": totals["overlap_sum"] / n if n else None,  # mean of sum_y min(p(y), q(y))
+        "first_difference_from_vanilla_sample": divergence,  # information only: not a failure at T > 0
+    }
+
+
+def _sampling_summary(cfg, q_records) -> dict:
+    stats = [q.extra.get("sampling", {}) for q in q_records]
+    examined = sum(int(s.get("examined", 0)) for s in stats)
+
+    def pooled(key: str) -> Optional[float]:
+        return sum((s.get(key) or 0.0) * int(s.get("examined", 0)) for s in stats) / examined if examined else None
+
+    return {
+        **sampling_of(cfg).describe(),
+        "seed": int(cfg.run.seed),
+        "lossless_check": "distributional: at T > 0 outputs are not expected to equal vanilla's tokens; "
+                          "token mismatches are not counted (tests/test_sampling.py checks the distribution)",
+        "examined": examined,
+        "mean_accept_prob": pooled("mean_accept_prob"),
+        "mean_overlap": pooled("mean_overlap"),
+        "questions_differing_from_vanilla_sample": sum(s.get("first_difference_from_vanilla_sample") is not None for s in stats),
+    }
+
+
 def _distribution(series) -> dict:
     return {
         "min": int(series.min()),
@@ -683,6 +732,12 @@ def format_summary(summary: dict) -> str:
     ]
     if summary.get("replay"):
         lines.append("replay: verdicts from the target's cached greedy continuation (measured speedup n/a; modeled exact)")
+    if summary.get("sampling"):
+        s = summary["sampling"]
+        rate = "" if s.get("mean_accept_prob") is None else (
+            f"; per drafted token: mean min(1, p/q) {s['mean_accept_prob']:.3f}, mean overlap sum min(p, q) {s['mean_overlap']:.3f}")
+        lines.append(f"sampling: T={s['temperature']:g} top_p={s['top_p']:g} top_k={s['top_k']} seed={s['seed']}: lossless in "
+                     f"distribution, not token for token (equality with vanilla's sampled tokens is not expected; mismatch is not a check){rate}")
     lines.append(f"accounting: {headline} ({summary.get('accounting', {}).get('definitions', {}).get(headline, 'paper convention')})")
     lines.append("modeled speedup: mean over questions (paper) | median | pooled = total modeled vanilla time / total "
                  "modeled time, with its 95% bootstrap CI over questions")

@@ -6,8 +6,14 @@ token after draft[:i]; the longest prefix equal to the target's choice is accept
 after it (correction or bonus) becomes the new ``pending``, and the cache is cropped to the committed
 tokens. Vanilla decoding is the empty draft: one token per forward.
 
-The acceptance rule is a separate object so speculative sampling (T > 0, rejection sampling against the
-drafter's distribution) can replace :class:`GreedyAcceptance` without touching the loop.
+The acceptance rule is a separate object: :class:`GreedyAcceptance` (T = 0, the path above) or
+:class:`SamplingAcceptance` (T > 0, speculative sampling, Leviathan et al. 2023): the target's distribution p
+is the warped softmax of its logits (:class:`~failfast_bench.sampling.Sampling`); draft token x, drawn from
+the drafter's recorded q, is accepted with probability min(1, p(x)/q(x)); at the first rejection the token
+is drawn from norm(max(0, p - q)); after a fully accepted draft the bonus token is drawn from p. A tree is
+verified by recursive rejection sampling over siblings (SpecInfer; EAGLE's point-mass form): the siblings
+of the current node are tried in order, each against the residual left by the rejected ones, and the walk
+descends into an accepted child. The output is then distributed exactly as vanilla sampling from p.
 """
 from __future__ import annotations
 
@@ -20,10 +26,13 @@ import torch
 from transformers import DynamicCache
 
 from .drafters.base import Draft, Verdict
+from .sampling import Sampling, align, draw, new_generator, uniform
 
 
 class GreedyAcceptance:
     """Accept draft tokens while they equal the target's argmax (temperature 0)."""
+
+    greedy = True
 
     def choose(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.argmax(dim=-1)
@@ -35,6 +44,89 @@ class GreedyAcceptance:
                 break
             n += 1
         return n
+
+
+class SamplingAcceptance:
+    """Speculative sampling against the drafter's recorded distributions (T > 0).
+
+    :meth:`resolve` is the whole rule for one position: ``candidates`` are the draft tokens proposed there
+    (one for a chain, the siblings of a tree node), each with the distribution it was drawn from (``None``:
+    chosen deterministically, a point mass). It returns the index of the accepted candidate, or ``None`` and
+    the token drawn from the residual. Candidates drawn independently of each other (distinct point masses,
+    or i.i.d. draws from one q) keep the result exactly distributed as p.
+    """
+
+    greedy = False
+
+    def __init__(self, sampling: Sampling):
+        if sampling.greedy:
+            raise ValueError("SamplingAcceptance needs temperature > 0; use GreedyAcceptance")
+        self.sampling = sampling
+        self.generator: Optional[torch.Generator] = None
+
+    def set_generator(self, generator: Optional[torch.Generator]) -> None:
+        self.generator = generator
+
+    def target_probs(self, logits: torch.Tensor) -> torch.Tensor:
+        return self.sampling.probs(logits)
+
+    def resolve(self, p: torch.Tensor, candidates: Sequence[tuple[int, Optional[torch.Tensor]]],
+                stats: Optional[list] = None) -> tuple[Optional[int], int]:
+        residual = p
+        for index, (token, q) in enumerate(candidates):
+            px = float(residual[token])
+            if q is None:  # a point mass on ``token``
+                qx, overlap = 1.0, px
+            else:
+                qx = float(q[token])
+                overlap = float(torch.minimum(residual, q).sum())
+                if qx <= 0.0:
+                    raise ValueError(f"draft token {token} has probability 0 under the distribution it was drawn from")
+            accept = min(1.0, px / qx)
+            if stats is not None:
+                stats.append((accept, overlap))
+            if uniform(self.generator, p.device) < accept:
+                return index, int(token)
+            if q is None:
+                left = residual.clone()
+                left[token] = 0.0
+            else:
+                left = (residual - q).clamp_min(0.0)
+            total = float(left.sum())
+            if total > 0.0:  # 0 only when residual == q up to rounding, where a rejection cannot happen
+                residual = left / total
+        return None, self.sample(residual)
+
+    def sample(self, p: torch.Tensor) -> int:
+        return draw(p, self.generator)
+
+    def walk(self, probs: torch.Tensor, tokens: Sequence[int], parents: Sequence[int],
+             q: Optional[torch.Tensor]) -> tuple[list[int], int, list]:
+        """Walk a draft tree (a chain: parents = -1, 0, 1, ...) from the root; ``probs[r]`` is p after row r
+        (row 0 = the pending token, row i + 1 = node i). Returns (accepted node path, next token, stats)."""
+        children: dict[int, list[int]] = {}
+        for i, parent in enumerate(parents):
+            children.setdefault(parent, []).append(i)
+        if q is not None:
+            q = align(q.to(device=probs.device, dtype=probs.dtype), probs.shape[-1])
+        stats: list = []
+        path: list[int] = []
+        node = -1
+        while True:
+            row = probs[node + 1]
+            kids = children.get(node, [])
+            if not kids:
+                return path, self.sample(row), stats  # bonus token from p
+            chosen, token = self.resolve(row, [(int(tokens[c]), None if q is None else q[c]) for c in kids], stats)
+            if chosen is None:
+                return path, token, stats
+            node = kids[chosen]
+            path.append(node)
+
+
+def acceptance_for(sampling: Optional[Sampling]):
+    """The acceptance rule of a run: greedy at T = 0, speculative sampling at T > 0."""
+    return GreedyAcceptance() if sampling is None or sampling.greedy else SamplingAcceptance(sampling)
 
 
 @dataclass
@@ -79,9 +171,10 @@ def crop_cache(cache: DynamicCache, keep: int) -> None:
 
 
 class TargetVerifier:
-    """Greedy verification of chain (and tree) drafts with a KV-cached target."""
+    """Verification of chain (and tree) drafts with a KV-cached target: greedy, or speculative sampling when
+    ``acceptance`` is a :class:`SamplingAcceptance` (its random stream is set per question by :meth:`set_rng`)."""
 
-    def __init__(self, model, feature_layers: Sequence[int] = (), acceptance: Optional[GreedyAcceptance] = None):
+    def __init__(self, model, feature_layers: Sequence[int] = (), acceptance=None):
         from .models import input_device, model_devices
 
         self.model = model
@@ -122,6 +215,15 @@ class TargetVerifier:
         feats = torch.cat(taps, dim=-1)
         return feats if rows is None else feats[rows]
 
+    @property
+    def sampling(self) -> bool:
+        return not getattr(self.acceptance, "greedy", True)
+
+    def set_rng(self, seed: int) -> None:
+        """The question's random stream for acceptance tests, residual and bonus draws (T > 0 only)."""
+        if self.sampling:
+            self.acceptance.set_generator(new_generator(seed, self.device))
+
     # -- protocol --------------------------------------------------------------------------------
     def start(self, prompt_ids: list[int]) -> Optional[torch.Tensor]:
         """Prefill every prompt token but the last, which becomes ``pending``. Returns tap features."""
@@ -144,6 +246,10 @@ class TargetVerifier:
         out, elapsed = self._forward([self.pending] + tokens)
         self.last_verify_forward_seconds = elapsed
         self.last_verified_tokens = len(tokens) + 1
+        if self.sampling:
+            probs = self.acceptance.target_probs(out.logits[0])
+            path, next_token, stats = self.acceptance.walk(probs, tokens, list(range(-1, len(tokens) - 1)), draft.q)
+            return self._commit_chain(out, len(path), next_token, tokens, stats)
         choice = self.acceptance.choose(out.logits[0]).tolist()
         n = self.acceptance.accept(tokens, choice)
         next_token = int(choice[n])
@@ -157,6 +263,21 @@ class TargetVerifier:
             target_tokens=[int(t) for t in choice],
             bonus=n == len(tokens),
             hidden_states=features,
+        )
+
+    def _commit_chain(self, out, n: int, next_token: int, tokens: list[int], stats: list) -> Verdict:
+        features = self._features(out, torch.arange(n + 1, device=self.device))
+        crop_cache(self.cache, self.committed + 1 + n)
+        self.committed += 1 + n
+        self.pending = next_token
+        return Verdict(
+            accepted_len=n,
+            next_token=next_token,
+            target_tokens=[int(t) for t in tokens[:n]] + [int(next_token)],
+            bonus=n == len(tokens),
+            hidden_states=features,
+            accept_probs=[a for a, _ in stats],
+            overlaps=[o for _, o in stats],
         )
 
     def verify_tree(self, draft: Draft) -> Verdict:
@@ -195,6 +316,24 @@ class TargetVerifier:
         out, elapsed = self._forward([self.pending] + tokens, attention_mask=mask.to(self.device), position_ids=positions)
         self.last_verify_forward_seconds = elapsed
         self.last_verified_tokens = total
+        if self.sampling:
+            probs = self.acceptance.target_probs(out.logits[0])
+            path, next_token, stats = self.acceptance.walk(probs, tokens, parents, draft.q)
+            rows = [0] + [i + 1 for i in path]
+            self._keep_rows(past, rows)
+            features = self._features(out, torch.tensor(rows, device=self.device))
+            self.committed = past + len(rows)
+            self.pending = next_token
+            return Verdict(
+                accepted_len=len(path),
+                next_token=next_token,
+                target_tokens=[int(tokens[i]) for i in path] + [int(next_token)],
+                bonus=len(path) > 0 and not any(p == path[-1] for p in parents),
+                accepted_path=path,
+                hidden_states=features,
+                accept_probs=[a for a, _ in stats],
+                overlaps=[o for _, o in stats],
+            )
         choice = self.acceptance.choose(out.logits[0]).tolist()
         children: dict[int, list[int]] = {}
         for i, p in enumerate(parents):

@@ -93,7 +93,10 @@ def build_drafter(cfg, target_model, target_tokenizer, stop_ids: list[int], devi
             src = resolve_source(model_ref, revision=drafter_revision(d))
             check_shared_tokenizer(target_tokenizer, _maybe_tokenizer(src, load_tokenizer), model_ref)
             model = _load_ar(src, target_model, dtype, device, load_causal_lm)
-        return ARDrafter(model, spec_len=d.spec_len, dynamic=d.dynamic, tau=d.tau, n=d.n, n_max=d.n_max, stop_ids=tuple(stop_ids))
+        from ..sampling import sampling_of
+
+        return ARDrafter(model, spec_len=d.spec_len, dynamic=d.dynamic, tau=d.tau, n=d.n, n_max=d.n_max, stop_ids=tuple(stop_ids),
+                         sampling=sampling_of(cfg), vocab_limit=int(target_model.config.vocab_size))
     if d.name in ("dllm", "failfast"):
         from . import dllm
 

@@ -4,6 +4,13 @@ The drafter keeps its own KV cache across rounds and crops it to the accepted pr
 exactly one forward per drafted token (the first forward also absorbs the tokens committed last round),
 which is what the paper charges (spec_len passes, no prefill). Greedy drafts use the raw argmax, without
 any logits processors from a checkpoint's generation config.
+
+At T > 0 each token is drawn from q = the drafter's softmax at temperature T with the run's top-k / top-p
+(:class:`~failfast_bench.sampling.Sampling`, the same warp the verifier applies to the target), restricted
+to the target's vocabulary; q is reported with the draft. The dynamic rule's confidence stays the T = 0
+quantity, the step's maximum untempered probability. Stopping after a chunk on confidences of tokens already
+drawn is a stopping time: whether a token is drafted never depends on its own value, so rejection sampling
+stays exact.
 """
 from __future__ import annotations
 
@@ -12,6 +19,7 @@ from typing import Optional
 import torch
 from transformers import DynamicCache
 
+from ..sampling import Sampling, draw
 from ..verify import ForwardTimer, crop_cache
 from .base import STOP_CAP, STOP_FIXED, STOP_LOW_CONFIDENCE, STOP_TOKEN, Draft, Drafter, Verdict
 
@@ -35,8 +43,12 @@ class ARDrafter(Drafter):
         n: int = 10,
         n_max: int = 60,
         stop_ids: tuple[int, ...] = (),
+        sampling: Optional[Sampling] = None,
+        vocab_limit: Optional[int] = None,
     ):
         self.model = model
+        self.sampling = sampling
+        self.vocab_limit = vocab_limit  # ids a sampled draft may hold (the target's vocabulary)
         self.device = next(model.parameters()).device
         self.spec_len = spec_len
         self.dynamic = dynamic
@@ -85,13 +97,20 @@ class ARDrafter(Drafter):
         limit = self.n_max if self.dynamic else self.spec_len
         tokens: list[int] = []
         confidences: list[float] = []
+        q_rows: list[torch.Tensor] = []
         stop_reason = STOP_CAP if self.dynamic else STOP_FIXED
         while len(tokens) < limit:
             logits = self._step(feed)
             probs = torch.softmax(logits, dim=-1)
-            token = int(torch.argmax(logits))
+            if self.sampling_on:
+                q = self.sampling.probs(logits[: self.vocab_limit] if self.vocab_limit else logits)
+                token = draw(q, self.generator)
+                q_rows.append(q)
+                confidences.append(float(probs.max()))
+            else:
+                token = int(torch.argmax(logits))
+                confidences.append(float(probs[token]))
             tokens.append(token)
-            confidences.append(float(probs[token]))
             feed = [token]
             if token in self.stop_ids:
                 stop_reason = STOP_TOKEN
@@ -99,7 +118,8 @@ class ARDrafter(Drafter):
             if self.dynamic and len(tokens) % self.n == 0 and min(confidences[-self.n :]) < self.tau:
                 stop_reason = STOP_LOW_CONFIDENCE
                 break
-        return Draft(tokens=tokens, confidences=confidences, passes={"decode": len(tokens)}, stop_reason=stop_reason)
+        return Draft(tokens=tokens, confidences=confidences, passes={"decode": len(tokens)}, stop_reason=stop_reason,
+                     q=torch.stack(q_rows) if q_rows else None)
 
     def observe(self, draft: Draft, verdict: Verdict) -> None:
         # Cached: context + draft[:-1]. Keep what the target agreed with; the rest is refed next round.

@@ -4,12 +4,19 @@ A drafter is told the prompt once per question (:meth:`Drafter.start`), proposes
 the current context each round (:meth:`Drafter.propose`), and hears the verifier's verdict
 (:meth:`Drafter.observe`) so it can roll its own caches back. Vanilla decoding is the drafter that
 proposes nothing. Acceptance is never decided by a drafter.
+
+At T > 0 (``run.temperature``) a drafter draws its tokens from its own warped distribution with the
+question's random stream (:meth:`Drafter.set_rng`) and reports, per drafted token, the exact distribution q
+it was drawn from (``Draft.q``), which the verifier's rejection sampling needs. q stays in memory for the
+round only; traces never hold it.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Optional
+
+from ..sampling import Sampling, new_generator
 
 # Why a draft ended. One vocabulary for every drafter so traces can be compared.
 STOP_FIXED = "fixed_length"  # reached spec_len
@@ -36,6 +43,12 @@ class Draft:
     ``reported_len`` is the speculation length the method reports as its acceptance denominator when
     it differs from ``len(tokens)`` (FailFast's stop-token/budget edge case); ``None`` = ``len(tokens)``.
     ``recorded_confidences`` is FailFast's per-pass confidence list C (faithful mode), for traces.
+    At T > 0 a confidence is still the T = 0 quantity, the maximum probability of the drafter's untempered
+    softmax at that step (what stopping rules read), even when the drawn token is not the argmax.
+    ``q`` (T > 0 only): row i is the distribution over token ids that ``tokens[i]`` was drawn from, shape
+    [len(tokens), V] (V may differ from the target's vocabulary; the verifier pads or cuts it). ``None``
+    means every token was chosen deterministically (a point mass: greedy drafts, EAGLE-3 trees), which
+    rejection sampling also handles exactly.
     """
 
     tokens: list[int]
@@ -46,6 +59,7 @@ class Draft:
     recorded_confidences: Optional[list[float]] = None
     tree_parents: Optional[list[int]] = None
     extra: dict[str, Any] = field(default_factory=dict)
+    q: Any = None
 
     @property
     def spec_len(self) -> int:
@@ -66,6 +80,10 @@ class Verdict:
     position of the accepted chain (len = accepted_len + 1 for a chain draft; the full chain otherwise).
     ``hidden_states`` holds target features requested by the drafter (EAGLE-3), for the positions of
     the last committed token plus the accepted ones, shape [accepted_len + 1, n_taps * hidden].
+    At T > 0 ``target_tokens`` holds the committed tokens (the accepted ones, then ``next_token``), and
+    ``accept_probs`` / ``overlaps`` hold, for every draft candidate the rejection sampler examined, its
+    acceptance probability min(1, p(x)/q(x)) and the overlap sum_y min(p(y), q(y)) (the chance that a
+    fresh draw from q at that position would be accepted, Leviathan et al.'s beta).
     """
 
     accepted_len: int
@@ -74,6 +92,8 @@ class Verdict:
     bonus: bool
     accepted_path: Optional[list[int]] = None
     hidden_states: Any = None
+    accept_probs: Optional[list[float]] = None
+    overlaps: Optional[list[float]] = None
 
 
 class Drafter(ABC):
@@ -82,6 +102,19 @@ class Drafter(ABC):
     name: str = "drafter"
     #: target layer indices whose hidden states the drafter needs in :class:`Verdict` (EAGLE-3).
     target_feature_layers: tuple[int, ...] = ()
+    #: how tokens are drawn (greedy unless a subclass is built with ``sampling=``) and the question's stream.
+    sampling: Optional[Sampling] = None
+    generator: Any = None
+
+    @property
+    def sampling_on(self) -> bool:
+        return self.sampling is not None and not self.sampling.greedy
+
+    def set_rng(self, seed: int) -> None:
+        """The question's random stream (called by the engine before :meth:`start`); unused when greedy."""
+        if self.sampling_on:
+            device = getattr(self, "device", None) or getattr(self, "_device", None) or "cpu"
+            self.generator = new_generator(seed, device)
 
     def start(self, prompt_ids: list[int]) -> None:
         """A new question begins with this prompt (chat-templated token ids)."""

@@ -43,6 +43,37 @@ that logit was computed from the drafter's own block, whose last token the verif
 
 Deviation kept on purpose: the authors skip the prefix pass whenever ℓ ≤ 32, which for ℓ = 32 exactly
 drops the context from every pass; here any complete prefix block (ℓ₀ > 0) is prefilled.
+
+Sampling (T > 0, ``sampling``). Speculative sampling is exact only if every draft token x_i is, given what
+the verifier has seen before it (the tokens left of i and their verdicts), distributed as the q_i reported
+for it, and if whether x_i is in the draft does not depend on x_i itself. Parallel unmasking needs three
+choices for that:
+
+* **q_i** is the warped softmax (temperature T, the run's top-k / top-p, the mask id and ids past the
+  verifier's vocabulary removed) of the pass that commits position i, at position i; the token is drawn from
+  it. A token that a cache-writing pass yields (prefill or cache update) is drawn from that pass's row, and
+  the row stays with the token until it is drafted (possibly next round, from a reused cache). Tokens
+  committed by one pass are drawn independently given the block state before the pass. q never reaches a
+  trace.
+* **The commit decision reads distributions, never drawn values**: the confidence of a masked position is the
+  T = 0 quantity, the maximum untempered probability over proposable ids (its softmax still counting the
+  mask id, as at T = 0). θ, τ, the records C and the cap therefore read exactly the confidences they read at
+  T = 0; only the tokens differ.
+* **Commits go left to right**: a pass commits the leftmost masked position of the active sub-block, then
+  each following masked position while its confidence exceeds θ, and stops at the first one that does not
+  (at T = 0: every position above θ, plus the most confident one). Deciding from the distribution is not
+  enough on its own: if position b is committed before a position a < b, x_a is drawn conditioned on x_b,
+  so x_a and its verdict carry information about x_b, and x_b given the verifier's history is no longer
+  distributed as q_b (take q_a(·|x_b) a point mass on f(x_b): once x_a is accepted, x_b is known). Recording
+  the distribution such a rule really induces would need x_b's posterior, which nothing computes. With left
+  to right commits every q_i conditions only on tokens left of i, and ``tests/test_sampling.py`` shows the
+  T = 0 order failing the distribution test on a model built to expose it.
+* FailFast's stopping check, when it widens the window and the widened window is already fully committed,
+  decides again at once from the same records (at T = 0 the next check waits for the next pass). Otherwise
+  tokens committed past the window would be kept or dropped by a decision reading a pass conditioned on them.
+
+Draft reuse (Appendix E) selects tokens by matching drawn values, so it is refused at T > 0. Pass counts
+at T > 0 can differ from T = 0 (left-to-right commits may need more passes in a sub-block).
 """
 from __future__ import annotations
 
@@ -51,6 +82,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 
+from ..sampling import Sampling, draw, sampling_of
 from ..verify import ForwardTimer
 from .base import (
     STOP_BUDGET,
@@ -76,18 +108,21 @@ class _Round:
     seq: list
     window_end: int
     conf: dict = field(default_factory=dict)  # position -> probability of the committed token
+    q: dict = field(default_factory=dict)  # T > 0: position -> the distribution its token was drawn from
     recorded: list = field(default_factory=list)  # C: per-pass records of masked positions
     passes: dict = field(default_factory=lambda: {"prefill": 0, "denoise": 0, "cache_update": 0})
     kv_reused: bool = False
     stale_kv: bool = False
     reused_draft: bool = False
 
-    def commit(self, pos: int, token: int, confidence: float) -> None:
+    def commit(self, pos: int, token: int, confidence: float, q=None) -> None:
         if pos == len(self.seq):
             self.seq.append(token)
         else:
             self.seq[pos] = token
         self.conf[pos] = confidence
+        if q is not None:
+            self.q[pos] = q
 
     def window_complete(self) -> bool:
         if self.window_end > len(self.seq):
@@ -137,7 +172,9 @@ class BlockDiffusionDrafter(Drafter):
         kv_policy: Optional[str] = None,
         mode: str = "faithful",
         boundary_reuse: Optional[bool] = None,
+        sampling: Optional[Sampling] = None,
     ):
+        self.sampling = sampling
         if mode not in MODES:
             raise ValueError(f"mode={mode!r}; valid: {', '.join(MODES)}")
         self.mode = mode
@@ -161,7 +198,8 @@ class BlockDiffusionDrafter(Drafter):
         self.timer = ForwardTimer()
         self._device = getattr(model, "device", torch.device("cpu"))
         self._cache_tokens: list[int] = []  # tokens whose KV the model's block cache holds
-        self._boundary: dict[int, tuple[int, float]] = {}  # position -> token predicted there by a cache write
+        # position -> (token, confidence, q or None) predicted there by a cache write
+        self._boundary: dict[int, tuple[int, float, Optional[torch.Tensor]]] = {}
 
     # -- per question ----------------------------------------------------------------------------
     def start(self, prompt_ids: list[int]) -> None:
@@ -228,6 +266,35 @@ class BlockDiffusionDrafter(Drafter):
         conf = probs.gather(-1, tokens[:, None])[:, 0]
         return [int(t) for t in tokens.tolist()], [float(c) for c in conf.tolist()]
 
+    def _q_rows(self, logits: torch.Tensor) -> torch.Tensor:
+        """T > 0: per row, the warped distribution over the ids a draft may hold, indexed by token id."""
+        logits = logits.float()
+        vocab_ids = getattr(self.model, "vocab_ids", None)
+        limit = getattr(self.model, "vocab_limit", None)
+        if vocab_ids is not None:  # rows are draft-vocabulary entries: scatter them to their token ids
+            q = self.sampling.probs(logits)
+            width = int(limit) if limit is not None else int(vocab_ids.max()) + 1
+            out = torch.zeros(q.shape[0], width, dtype=q.dtype, device=q.device)
+            return out.index_copy_(1, vocab_ids.to(q.device), q)
+        if limit is not None and limit < logits.shape[-1]:
+            logits = logits[:, :limit]
+        if self.mask_token_id < logits.shape[-1]:
+            logits = logits.clone()
+            logits[:, self.mask_token_id] = float("-inf")
+        return self.sampling.probs(logits)
+
+    def _draw_rows(self, logits: torch.Tensor) -> tuple[list[int], torch.Tensor]:
+        q = self._q_rows(logits)
+        return [draw(row, self.generator) for row in q], q
+
+    def _sampled_commits(self, confs: list[float]) -> list[int]:
+        """T > 0: which of a pass's masked positions (in order) to commit: the leftmost, then each next one
+        while its confidence exceeds θ (left to right; see the module docstring)."""
+        n = 1
+        while n < len(confs) and confs[n] > self.theta:
+            n += 1
+        return list(range(n))
+
     def _write(self, st: _Round, tokens: list[int], kind: str) -> None:
         """A cache-writing pass (prefill or cache update) over whole blocks at the cache end."""
         start = self.model.cache_len
@@ -236,9 +303,13 @@ class BlockDiffusionDrafter(Drafter):
         st.passes[kind] += 1
         self._cache_tokens.extend(int(t) for t in tokens)
         picked_tokens, picked_conf = self._pick(logits)
+        picked_q: list = [None] * len(picked_tokens)
+        if self.sampling_on:
+            picked_tokens, q = self._draw_rows(logits)
+            picked_q = list(q)
         ends = range(start + self.block_size, start + len(tokens) + 1, self.block_size) if every else [start + len(tokens)]
-        for pos, tok, conf in zip(ends, picked_tokens, picked_conf):
-            self._boundary[pos] = (tok, conf)
+        for pos, tok, conf, q_row in zip(ends, picked_tokens, picked_conf, picked_q):
+            self._boundary[pos] = (tok, conf, q_row)
 
     def _drop_cache_after(self, keep: int) -> None:
         if keep == 0:
@@ -272,8 +343,8 @@ class BlockDiffusionDrafter(Drafter):
             if ell0 > 0:
                 self._write(st, context[:ell0], "prefill")
         if aligned:
-            tok, conf = self._boundary[ell0]
-            st.commit(ell, tok, conf)
+            tok, conf, q = self._boundary[ell0]
+            st.commit(ell, tok, conf, q)
 
     def _stop_token_reached(self, st: _Round) -> bool:
         """A stop token is committed with no masked position before it (the authors' stop check)."""
@@ -291,6 +362,12 @@ class BlockDiffusionDrafter(Drafter):
         st.passes["denoise"] += 1
         tokens, confs = self._pick(logits)
         st.recorded.extend(confs)
+        if self.sampling_on:
+            chosen = self._sampled_commits(confs)
+            drawn, q = self._draw_rows(logits[chosen])
+            for i, tok, q_row in zip(chosen, drawn, q):
+                st.commit(masked[i], tok, confs[i], q_row)
+            return
         best = max(range(len(confs)), key=confs.__getitem__)  # first maximum, like torch.argmax
         for i, pos in enumerate(masked):
             if confs[i] > self.theta or i == best:
@@ -317,15 +394,19 @@ class BlockDiffusionDrafter(Drafter):
                     self._denoise(st, block_start, masked)
                     if st.window_complete():
                         decision = self._decide(st)
+                        while not isinstance(decision, str):
+                            st.window_end += int(decision)
+                            if not (self.sampling_on and st.window_complete()):
+                                break
+                            decision = self._decide(st)  # T > 0: decide again now, from the same records
                         if isinstance(decision, str):
                             self._on_stop(st, decision)
                             return st, decision
-                        st.window_end += int(decision)
             if self._stop_token_reached(st):
                 return st, STOP_TOKEN
             self._write(st, st.seq[block_start : block_start + B], "cache_update")
-            tok, conf = self._boundary[block_start + B]
-            st.commit(block_start + B, tok, conf)
+            tok, conf, q = self._boundary[block_start + B]
+            st.commit(block_start + B, tok, conf, q)
         if self._stop_token_reached(st):  # the budget's last cache update produced the stop token
             return st, STOP_TOKEN
         return st, STOP_BUDGET
@@ -341,6 +422,7 @@ class BlockDiffusionDrafter(Drafter):
             if tok in self.stop_ids:
                 break
         confidences = [float(st.conf[st.ell + i]) for i in range(len(tokens))]
+        q = torch.stack([st.q[st.ell + i] for i in range(len(tokens))]) if self.sampling_on and tokens else None
         return Draft(
             tokens=tokens,
             confidences=confidences,
@@ -355,6 +437,7 @@ class BlockDiffusionDrafter(Drafter):
                 "reused_draft": st.reused_draft,
                 "records": len(st.recorded),
             },
+            q=q,
         )
 
 
@@ -403,6 +486,8 @@ class FailFastDrafter(BlockDiffusionDrafter):
         self.n = int(n)
         self.n_max = int(n_max)
         self.reuse_drafts = bool(reuse_drafts)
+        if self.reuse_drafts and self.sampling_on:
+            raise ValueError("draft reuse selects tokens by their drawn values: it needs temperature 0")
         self._previous: Optional[tuple[list[int], list[float], int]] = None
 
     def start(self, prompt_ids: list[int]) -> None:
@@ -501,6 +586,7 @@ def build(cfg, model_ref, target_model, target_tokenizer, stop_ids, device, dtyp
         reuse_kv=d.reuse_kv,
         kv_policy=getattr(d, "kv_policy", None),
         mode=d.mode,
+        sampling=sampling_of(cfg),
     )
     if d.name == "dllm":
         return DllmDrafter(model, spec_len=d.spec_len, theta=d.theta, **common)

@@ -14,14 +14,24 @@ scores the top_k children of every frontier node by cumulative log-probability; 
 best top_k of those. After ``depth`` levels the best ``total_tokens − 1`` nodes (the root — the pending
 token — counts as one verified token, as in SGLang) form the draft. A child never scores above its parent,
 so ranking by (score, depth) keeps every chosen node's ancestors.
+
+At T > 0 (``sampling``): the chain draws each token from q = the head's softmax at temperature T with the
+run's top-k / top-p, over the draft vocabulary, and reports q over target ids (``Draft.q``). The tree is
+the same deterministic top-k tree as at T = 0; its nodes are point masses (``Draft.q = None``), and the
+verifier walks it by recursive rejection sampling over siblings (as the EAGLE repo does at T > 0): a
+sibling x is accepted with probability p'(x), p' being the target's warped distribution with the siblings
+already rejected removed and renormalised; if all are rejected, the token is drawn from what is left.
+Confidences stay the T = 0 quantity (the head's untempered probability: the maximum for the chain).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
+from ..sampling import Sampling, draw, sampling_of
 from ..verify import ForwardTimer
 from . import drafter_revision
 from .base import STOP_EMPTY, STOP_FIXED, STOP_TOKEN, STOP_TREE, Draft, Drafter, Verdict
@@ -50,8 +60,10 @@ class Eagle3Drafter(Drafter):
         top_k: int = 10,
         total_tokens: int = 60,
         stop_ids: tuple[int, ...] = (),
+        sampling: Optional[Sampling] = None,
     ):
         self.head = head
+        self.sampling = sampling
         self.target_feature_layers = tuple(feature_layers)
         self.spec_len = spec_len
         self.tree = tree
@@ -151,14 +163,21 @@ class Eagle3Drafter(Drafter):
     def _chain(self, hidden: torch.Tensor, committed_rows: int, first_kind: str) -> Draft:
         tokens: list[int] = []
         confidences: list[float] = []
+        q_rows: list[torch.Tensor] = []
         stop_reason = STOP_FIXED
         passes = {first_kind: 1}
         while True:
             logp = self._log_probs(hidden)
-            draft_id = int(torch.argmax(logp))
+            if self.sampling_on:
+                q = self.sampling.probs(logp)  # log-probabilities are logits up to a constant
+                draft_id = draw(q, self.generator)
+                q_rows.append(q)
+                confidences.append(float(torch.exp(logp.max())))
+            else:
+                draft_id = int(torch.argmax(logp))
+                confidences.append(float(torch.exp(logp[draft_id])))
             token = int(self.head.to_target_ids(torch.tensor(draft_id, device=self.device)))
             tokens.append(token)
-            confidences.append(float(torch.exp(logp[draft_id])))
             if token in self.stop_ids:
                 stop_reason = STOP_TOKEN
                 break
@@ -167,7 +186,15 @@ class Eagle3Drafter(Drafter):
             position = committed_rows - 1 + len(tokens)
             hidden = self._run(hidden[None, None], [token], [position])[-1]
             passes["decode"] = passes.get("decode", 0) + 1
-        return Draft(tokens=tokens, confidences=confidences, passes=passes, stop_reason=stop_reason)
+        q = self._to_target_space(torch.stack(q_rows)) if q_rows else None
+        return Draft(tokens=tokens, confidences=confidences, passes=passes, stop_reason=stop_reason, q=q)
+
+    def _to_target_space(self, q_draft: torch.Tensor) -> torch.Tensor:
+        """Distributions over draft ids [n, V_draft] as distributions over target ids [n, V_target]."""
+        ids = self.head.to_target_ids(torch.arange(self.head.draft_vocab_size, device=q_draft.device))
+        width = max(int(self.head.config.vocab_size), int(ids.max()) + 1)
+        out = torch.zeros(q_draft.shape[0], width, dtype=q_draft.dtype, device=q_draft.device)
+        return out.index_copy_(1, ids, q_draft)
 
     # -- tree ----------------------------------------------------------------------------------------
     def _tree(self, hidden: torch.Tensor, committed_rows: int, first_kind: str) -> Draft:
@@ -242,4 +269,5 @@ def build(cfg, model_ref, target_model, target_tokenizer, stop_ids, device, dtyp
         top_k=d.top_k,
         total_tokens=d.total_tokens,
         stop_ids=tuple(stop_ids),
+        sampling=sampling_of(cfg),
     )
