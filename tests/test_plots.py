@@ -361,3 +361,23 @@ def test_sweep_figures_draw_mean_and_pooled(runs, tmp_path):
     assert paths[0].exists()
     with pytest.raises(ValueError, match="modeled_speedup_pooled"):
         figures.plot_nmax_sensitivity(runs.drop(columns=["modeled_speedup_pooled"]), tmp_path)
+
+
+def test_t1b_reports_sampling_runs_apart_from_greedy_ones(runs, tmp_path):
+    """T > 0 runs share config names with greedy runs: T1 ignores them, T1b shows them beside the greedy best."""
+    greedy = runs.assign(temperature=0.0, accuracy=0.3, accuracy_ci_low=0.1, accuracy_ci_high=0.6)
+    ff = greedy[greedy["drafter"] == "failfast"]
+    hot = ff.assign(temperature=1.0, modeled_speedup=99.0, modeled_speedup_pooled=99.0, measured_speedup_pooled=0.8,
+                    accuracy=0.2, run_id=ff["run_id"] + "@T1")
+    both = pd.concat([greedy, hot], ignore_index=True)
+    t1 = tables.table_t1(both)
+    assert not (t1["modeled_speedup_pooled"] == 99).any()  # the sampled run's 99x never reaches the greedy table
+    with pytest.raises(figures.NoDataError, match="temperature > 0"):
+        tables.table_t1b(greedy)
+    t1b = tables.table_t1b(both)
+    assert list(t1b["method"].unique()) == [figures.FAILFAST] and (t1b["temperature"] == 1.0).all()
+    row = t1b.iloc[0]
+    assert row["accuracy"] == 0.2 and row["greedy_accuracy"] == 0.3 and row["measured_speedup_pooled"] == 0.8
+    paths = tables.write_t1b(both, tmp_path)
+    assert sorted(p.name for p in paths) == ["t1b_sampling.md", "t1b_sampling.tex"]
+    assert "distribution is the target's" in (tmp_path / "t1b_sampling.md").read_text()

@@ -76,6 +76,10 @@ def _run_identity(run_dir: Path, summary: dict) -> dict:
         "drafter_dtype": d.get("dtype") or cfg["run"]["dtype"],
         "latency_key": cfg["target"].get("latency_key", summary["target"]),
         "replay": bool(cfg["run"].get("replay", False)),
+        # Sampling (T > 0) runs are another experiment than greedy ones under the same config name.
+        "temperature": float(cfg["run"].get("temperature") or 0.0),
+        "top_p": float(cfg["run"].get("top_p") or 1.0),
+        "top_k": int(cfg["run"].get("top_k") or 0),
         # EAGLE-3 trees: the acceptance denominator is every tree node, not a chain's length.
         "draft_kind": "tree" if family == "eagle3" and d.get("tree") else "chain",
     }
@@ -130,6 +134,10 @@ def collect(roots: Iterable[Path], profiles: list[HardwareProfile], accounting: 
         }
         if accuracy:
             ident.update(run_accuracy(run_dir, summary, execute_code))
+        stored = summary.get("accuracy") or {}
+        ident.update(accuracy=stored.get("accuracy", ident.get("accuracy", float("nan"))),
+                     accuracy_ci_low=(stored.get("ci95") or [float("nan")] * 2)[0],
+                     accuracy_ci_high=(stored.get("ci95") or [float("nan")] * 2)[1])
         for profile in profiles:
             try:
                 m = metrics.summarize(questions, rounds, profile, ident["latency_key"], ident["drafter"], accounting, max_new)
@@ -175,7 +183,8 @@ def best_configs(runs: pd.DataFrame, metric: str = "modeled_speedup",
     # Ties (a replayed sweep point and its live rerun price alike) go to the run with a measured speedup.
     live = runs["measured_speedup"].notna() if "measured_speedup" in runs.columns else pd.Series(False, index=runs.index)
     ranked = runs.assign(_live=live).sort_values([column, "_live"], ascending=[False, False], na_position="last").drop(columns="_live")
-    best = ranked.groupby(["profile", "target", "dataset", family], as_index=False, sort=True).head(1).sort_values(
+    keys = ["profile", "target", "dataset", family] + (["temperature"] if "temperature" in runs.columns else [])
+    best = ranked.groupby(keys, as_index=False, sort=True).head(1).sort_values(
         ["profile", "target", "dataset", column], ascending=[True, True, True, False]
     )
     return best.assign(ranked_by=column)

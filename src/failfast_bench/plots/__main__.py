@@ -52,6 +52,7 @@ def build_jobs(runs: Optional[pd.DataFrame], rounds: Optional[pd.DataFrame], cur
             ("F10", lambda: figures.plot_theoretical_speedup(runs, out, profile=profile)),
             ("T1", lambda: tables.write_t1(runs, out, profile, statistic=statistic)),
             ("T2", lambda: tables.write_t2(runs, out, profile, statistic=statistic)),
+            ("T1b", lambda: tables.write_t1b(runs, out, profile, statistic=statistic)),
         ]
     if rounds is not None:
         jobs += [
@@ -63,7 +64,7 @@ def build_jobs(runs: Optional[pd.DataFrame], rounds: Optional[pd.DataFrame], cur
         ]
     if curve is not None:
         jobs.append(("F9", lambda: figures.plot_training_curve(curve, out)))
-    order = ["F1", "F2", "F3", "F4", "F5", "F6", "F7", "F8", "F9", "F10", "F11", "T1", "T2"]
+    order = ["F1", "F2", "F3", "F4", "F5", "F6", "F7", "F8", "F9", "F10", "F11", "T1", "T1b", "T2"]
     return sorted(jobs, key=lambda job: order.index(job[0]))
 
 

@@ -129,6 +129,67 @@ def table_t2(runs: pd.DataFrame, profile: Optional[str] = None, statistic: str =
     return table
 
 
+def table_t1b(runs: pd.DataFrame, profile: Optional[str] = None, methods: Sequence[str] = MAIN_METHODS,
+              statistic: str = DEFAULT_RANK_STATISTIC) -> pd.DataFrame:
+    """T1b: speculative sampling (``run.temperature > 0``), one row per (target, dataset, method, T) with the
+    best config at that temperature, beside the same method's best greedy run: measured speedup (pooled, with
+    its CI), throughput ratio, acceptance, tokens per round and task accuracy (with its Wilson 95 % CI) at
+    T > 0 and at T = 0. Lossless at T > 0 means the output distribution is the target's, not its tokens."""
+    func = "table_t1b (T1b)"
+    if "temperature" not in runs.columns:
+        raise NoDataError(f"{func}: runs have no temperature column (greedy runs only)")
+    require_columns(runs, TABLE_COLUMNS, func, "runs")
+    rows, profile = select_profile(runs, profile, func)
+    sampled = rows[rows["temperature"].fillna(0.0) > 0]
+    if sampled.empty:
+        raise NoDataError(f"{func}: no run with run.temperature > 0 under profile {profile!r}")
+    greedy = best_per_method(rows, methods, statistic)
+    out = []
+    for temperature, group in sampled.groupby("temperature", sort=True):
+        best = best_per_method(group.assign(temperature=0.0), methods, statistic)  # ranked within this T
+        for r in best.to_dict("records"):
+            g = greedy[(greedy["target"] == r["target"]) & (greedy["dataset"] == r["dataset"]) & (greedy["method"] == r["method"])]
+            g = g.iloc[0].to_dict() if len(g) else {}
+            out.append({
+                "target": r["target"], "dataset": r["dataset"], "method": r["method"], "temperature": float(temperature),
+                "config_name": r["config_name"],
+                "measured_speedup_pooled": _get(r, "measured_speedup_pooled"),
+                "measured_speedup_pooled_ci_low": _get(r, "measured_speedup_pooled_ci_low"),
+                "measured_speedup_pooled_ci_high": _get(r, "measured_speedup_pooled_ci_high"),
+                "throughput_ratio_pooled": _get(r, "throughput_ratio_pooled"),
+                "acceptance_rate_pooled": _get(r, "acceptance_rate_pooled"),
+                "tokens_per_round_pooled": _get(r, "tokens_per_round_pooled"),
+                "modeled_speedup_pooled": r["modeled_speedup_pooled"],
+                "accuracy": _get(r, "accuracy"), "accuracy_ci_low": _get(r, "accuracy_ci_low"),
+                "accuracy_ci_high": _get(r, "accuracy_ci_high"),
+                "greedy_config_name": g.get("config_name", ""),
+                "greedy_measured_speedup_pooled": _get(g, "measured_speedup_pooled"),
+                "greedy_tokens_per_round_pooled": _get(g, "tokens_per_round_pooled"),
+                "greedy_accuracy": _get(g, "accuracy"),
+                "n_questions": _get(r, "n_questions"), "load_guard": _get(r, "load_guard", "n/a"),
+            })
+    table = pd.DataFrame(out)
+    table.attrs.update(profile=profile, statistic=statistic, accounting=accounting_of(rows),
+                       ranked_by=str(greedy["ranked_by"].iloc[0]) if len(greedy) else statistic)
+    return table
+
+
+def display_t1b(table: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame([{
+        "Target": str(r["target"]), "Dataset": str(r["dataset"]), "Method": str(r["method"]), "T": _fmt(r["temperature"], "g"),
+        "Config": str(r["config_name"]),
+        "Measured pooled [95% CI] (×)": _with_ci(r["measured_speedup_pooled"], r["measured_speedup_pooled_ci_low"],
+                                                  r["measured_speedup_pooled_ci_high"]),
+        "Throughput ratio (×)": _fmt(r["throughput_ratio_pooled"]),
+        "Acceptance pooled (%)": _fmt(r["acceptance_rate_pooled"], ".1f", 100),
+        "Tokens per round, pooled": _fmt(r["tokens_per_round_pooled"]),
+        "Accuracy [95% CI]": _with_ci(r["accuracy"], r["accuracy_ci_low"], r["accuracy_ci_high"], ".2f"),
+        "T = 0: measured pooled (×) / tokens per round / accuracy": " / ".join(
+            (_fmt(r["greedy_measured_speedup_pooled"]), _fmt(r["greedy_tokens_per_round_pooled"]), _fmt(r["greedy_accuracy"]))),
+        "Load guard": str(r.get("load_guard") or "n/a"),
+    } for r in table.to_dict("records")])
+
+
 def _ratio(a, b) -> float:
     try:
         a, b = float(a), float(b)
@@ -300,6 +361,18 @@ def write_t2(runs: pd.DataFrame, out_dir: Path | str, profile: Optional[str] = N
                f"here that ratio prices FailFast under the profile measured on the machine EAGLE-3 ran on (named in "
                f"the cell), pooled over questions. Paper: up to {paper_data.HEADLINE_VS_EAGLE3}× (v3).")
     return write_table(display_t2(table), out_dir, stem, caption, "tab:t2-eagle3")
+
+
+def write_t1b(runs: pd.DataFrame, out_dir: Path | str, profile: Optional[str] = None, stem: str = "t1b_sampling",
+              statistic: str = DEFAULT_RANK_STATISTIC) -> list[Path]:
+    table = table_t1b(runs, profile, statistic=statistic)
+    caption = (f"T1b: speculative sampling (run.temperature > 0), best config per method at each temperature "
+               f"({_convention_text(table.attrs)}), beside the method's best greedy run. Measured: total vanilla wall "
+               f"/ total wall over the same questions, vanilla sampled at the same temperature, with its 95% bootstrap "
+               f"CI. Accuracy: share of questions answered correctly within max_new_tokens, Wilson 95% CI (as a "
+               f"fraction). Lossless at T > 0 means the output distribution is the target's: tokens differ from "
+               f"vanilla's sample and mismatches are not counted.")
+    return write_table(display_t1b(table), out_dir, stem, caption, "tab:t1b-sampling")
 
 
 def write_tables(runs: pd.DataFrame, out_dir: Path | str, profile: Optional[str] = None) -> list[Path]:
