@@ -31,7 +31,8 @@ profile: setup
 ## Regenerate every figure and table from the committed results (no model runs).
 SMOLLM2_TOKENIZER := $(wildcard $(or $(FAILFAST_BENCH_CACHE),$(HOME)/.cache/failfast-bench)/models/smollm2-135m-instruct)
 figures: setup
-	$(PY) -m failfast_bench.plots --results results/runs --training-curve results/training/curves.csv --out results/figures \
+	$(PY) -m failfast_bench.plots --results results/runs $(if $(wildcard results/runs_sampling),--results results/runs_sampling) \
+		--training-curve results/training/curves.csv --out results/figures \
 		$(if $(SMOLLM2_TOKENIZER),--tokenizer $(SMOLLM2_TOKENIZER))
 
 ## Rerun the experiments behind results/ (long; see results/README.md for wall time).

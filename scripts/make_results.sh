@@ -7,6 +7,7 @@
 #   bash scripts/make_results.sh eagle3     # the EAGLE-3 runs (chain and tree)
 #   bash scripts/make_results.sh dllm       # the FailFast / fixed-length dLLM runs and sweeps
 #   bash scripts/make_results.sh dtypes     # float32 vs bfloat16 target and drafter, 2 threads (results/runs_dtypes)
+#   bash scripts/make_results.sh sampling   # T = 1 vs T = 0 with task accuracy, 1 thread (results/runs_sampling, T1b)
 #   LANES=1 bash scripts/make_results.sh    # one run at a time (default: 2 at once, one per core)
 #
 # What runs (see results/README.md for what each figure uses):
@@ -107,6 +108,16 @@ run.dtype=float32 drafter.dtype=bfloat16 dataset=gsm8k drafter=failfast drafter.
 EOF
 }
 
+sampling() {  # T1b: speculative sampling at T = 1 next to greedy, with task accuracy, live, one run at a time
+  local COMMON="run.output_dir=${OUT_SAMPLING:-results/runs_sampling} run.threads=1 run.progress=false run.max_new_tokens=256 dataset.num_questions=10 dataset.fallback=refuse eval.accuracy=true"
+  LANES=1 run_jobs <<EOF
+dataset=gsm8k drafter=failfast run.temperature=1.0
+dataset=gsm8k drafter=failfast
+dataset=gsm8k drafter=eagle3 run.temperature=1.0
+dataset=gsm8k drafter=eagle3
+EOF
+}
+
 start=$(date +%s)
 case "$PART" in
   base) base ;;
@@ -114,7 +125,8 @@ case "$PART" in
   dllm) dllm ;;
   dllm_sweeps) dllm_sweeps ;;
   dtypes) dtypes ;;
-  all) base; eagle3; dllm; dtypes ;;
-  *) echo "usage: $0 [all|base|eagle3|dllm|dllm_sweeps|dtypes]" >&2; exit 2 ;;
+  sampling) sampling ;;
+  all) base; eagle3; dllm; dtypes; sampling ;;
+  *) echo "usage: $0 [all|base|eagle3|dllm|dllm_sweeps|dtypes|sampling]" >&2; exit 2 ;;
 esac
 echo "[make_results] $PART finished in $(( ($(date +%s) - start) / 60 )) min; figures: make figures"
