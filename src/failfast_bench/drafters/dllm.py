@@ -90,7 +90,7 @@ import torch
 from ..sampling import Sampling, draw, sampling_of
 from ..verify import ForwardTimer
 from .base import STOP_BUDGET, STOP_TOKEN, Draft, Drafter, Verdict
-from .length_policies import FailFastPolicy, FixedLength, LengthPolicy, rejected_overlap  # noqa: F401 (re-exported)
+from .length_policies import CostAware, FailFastPolicy, FixedLength, LengthPolicy, rejected_overlap  # noqa: F401 (re-exported)
 
 KV_POLICIES = ("exact", "crop", "off")
 MODES = ("faithful", "clean")
@@ -511,6 +511,12 @@ def build(cfg, model_ref, target_model, target_tokenizer, stop_ids, device, dtyp
         mode=d.mode,
         sampling=sampling_of(cfg),
     )
+    if d.name == "dllm" and getattr(d, "policy", None) == "cost_aware":
+        from ..latency import profile_of
+
+        target = getattr(cfg.target, "latency_key", None) or cfg.target.name
+        policy = CostAware.from_profile(profile_of(cfg), target, "dllm", n=d.n, n_max=d.n_max, block_size=d.block_size)
+        return BlockDiffusionDrafter(model, theta=d.theta, policy=policy, **common)
     if d.name == "dllm":
         return DllmDrafter(model, spec_len=d.spec_len, theta=d.theta, **common)
     return FailFastDrafter(model, theta=d.theta, tau=d.tau, n=d.n, n_max=d.n_max, reuse_drafts=d.reuse_drafts, **common)
