@@ -62,6 +62,9 @@ def test_committed_failfast_run(capsys):
     assert m["run_pooled"] == pytest.approx(summary["modeled_speedup_pooled"], rel=0.01)
     assert m["oracle_pooled"] > m["run_pooled"] and 0 < m["captured"] < 1
     assert m["oracle_draft_len"] < m["run_draft_len"]
+    assert m["pricing"] == "paper" and m["of_bound"] == pytest.approx(m["run_pooled"] / m["oracle_pooled"])
+    on_cpu = oracle.compare(by_q, Pricing.of(load_profile("cpu"), "smollm2-135m", "failfast"))
+    assert on_cpu["pricing"] == "refined" and on_cpu["run_pooled"] < 1 and on_cpu["captured"] != on_cpu["captured"]  # n/a
     assert oracle.main([str(RUN), "--profile", "a6000_paper", "--profile", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "a6000_paper" in out and "cpu" in out
