@@ -79,6 +79,10 @@ class DrafterConfig:
     # matching block prefix), "off". null = exact when reuse_kv else off.
     kv_policy: Optional[str] = None
     reuse_drafts: bool = False
+    # dllm only: the length policy that stops a draft (drafters/length_policies/). null = the family's own rule
+    # (spec_len for dllm); "cost_aware" widens by n up to n_max while the expected gain pays for the extension
+    # under the run's hardware profile. Hashed only when set, so earlier runs keep their directories.
+    policy: Optional[str] = None
     # EAGLE-3: chain of spec_len tokens, or an EAGLE-2 style dynamic tree.
     tree: bool = False
     depth: int = 8
@@ -242,6 +246,9 @@ def validate(cfg: Any) -> None:
     )
     _check(d.budget >= 1, f"drafter.budget={d.budget} must be >= 1")
     _check(d.mode in ("faithful", "clean"), f"drafter.mode={d.mode!r}; valid: faithful, clean")
+    policy = getattr(d, "policy", None)
+    _check(policy in (None, "cost_aware"), f"drafter.policy={policy!r}; valid: null, cost_aware")
+    _check(policy is None or d.name == "dllm", f"drafter.policy={policy} applies to drafter=dllm, not {d.name}")
     _check(d.kv_policy in (None, "exact", "crop", "off"), f"drafter.kv_policy={d.kv_policy!r}; valid: exact, crop, off")
     _check(d.depth >= 1 and d.top_k >= 1 and d.total_tokens >= 1, "drafter.depth, top_k, total_tokens must be >= 1")
     _check(ds.name in DATASET_NAMES, f"dataset.name={ds.name!r}; valid: {', '.join(DATASET_NAMES)}")

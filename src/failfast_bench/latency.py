@@ -101,5 +101,22 @@ def load_profile(name_or_path: str | Path) -> HardwareProfile:
     return HardwareProfile.from_mapping(data)
 
 
+def profile_of(cfg) -> HardwareProfile:
+    """The run's own profile (``cfg.hardware``: a resolved config node, a mapping, or a profile name)."""
+    hw = cfg.hardware
+    if isinstance(hw, HardwareProfile):
+        return hw
+    if isinstance(hw, str):
+        return load_profile(hw)
+    try:
+        from omegaconf import OmegaConf
+
+        if OmegaConf.is_config(hw):
+            hw = OmegaConf.to_container(hw, resolve=True)
+    except ImportError:  # pragma: no cover
+        pass
+    return HardwareProfile.from_mapping(hw)
+
+
 def available_profiles() -> list[str]:
     return sorted(p.stem for p in CONF_HARDWARE.glob("*.yaml"))

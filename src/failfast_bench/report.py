@@ -54,12 +54,13 @@ def _run_identity(run_dir: Path, summary: dict) -> dict:
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     d = cfg["drafter"]
     family = d["name"]
+    cost = family == "dllm" and d.get("policy") == "cost_aware"  # length policy: widen by n up to n_max, no τ
     applicable = {
         "theta": family in ("dllm", "failfast"),
         "tau": family == "failfast" or (family == "ar" and d.get("dynamic")),
-        "n": family == "failfast" or (family == "ar" and d.get("dynamic")),
-        "n_max": family == "failfast" or (family == "ar" and d.get("dynamic")),
-        "spec_len": family in ("dllm", "eagle3") or (family == "ar" and not d.get("dynamic")),
+        "n": family == "failfast" or (family == "ar" and d.get("dynamic")) or cost,
+        "n_max": family == "failfast" or (family == "ar" and d.get("dynamic")) or cost,
+        "spec_len": (family in ("dllm", "eagle3") and not cost) or (family == "ar" and not d.get("dynamic")),
     }
     row = {
         "run_id": f"{summary['target']}/{summary['dataset']}/{run_dir.name}",
@@ -68,7 +69,7 @@ def _run_identity(run_dir: Path, summary: dict) -> dict:
         "dataset": summary["dataset"],
         "drafter": family,
         # The dynamic-length AR ablation is its own family when picking best configs (as in the paper).
-        "family": "ar_dynamic" if family == "ar" and d.get("dynamic") else family,
+        "family": "ar_dynamic" if family == "ar" and d.get("dynamic") else ("dllm_cost" if cost else family),
         "config_name": summary["config_name"],
         "mode": d.get("mode") if family == "failfast" else None,
         "max_new_tokens": cfg["run"]["max_new_tokens"],

@@ -33,7 +33,7 @@ _UNHASHED_RUN_KEYS = ("progress", "output_dir", "skip_if_complete", "threads", "
 _UNHASHED_KEYS = (("dataset", "fallback"),)
 # Options added after runs were committed: at their default they leave the hash (and the run directory) as it was.
 _HASHED_ONLY_IF_SET = (
-    ("drafter", "draft_vocab", False), ("drafter", "revision", None), ("dataset", "revision", None),
+    ("drafter", "draft_vocab", False), ("drafter", "revision", None), ("drafter", "policy", None), ("dataset", "revision", None),
     ("run", "temperature", 0.0), ("run", "top_p", 1.0), ("run", "top_k", 0),
 )
 
@@ -69,7 +69,9 @@ def config_hash(cfg) -> str:
     container = OmegaConf.to_container(cfg, resolve=True)
     _concrete_dtype_settings(container)
     container.pop("logger", None)
-    container.pop("hardware", None)  # pricing only: re-priced by report without rerunning
+    if container.get("drafter", {}).get("policy") != "cost_aware":
+        container.pop("hardware", None)  # pricing only: re-priced by report without rerunning
+    # (a cost-aware length policy reads the profile to decide draft lengths, so there it names the experiment)
     container.pop("eval", None)  # accuracy is scored from the stored outputs (accuracy.py), also after the fact
     for key in _UNHASHED_RUN_KEYS:
         container.get("run", {}).pop(key, None)

@@ -63,6 +63,9 @@ def config_name(d) -> str:
     if d.name == "failfast":
         base = f"dllm_{d.theta:g}_df_{d.tau:g}_{d.n_max}_{d.n}"
         return (base if d.mode == "faithful" else base + "_clean") + vocab
+    if d.name == "dllm" and getattr(d, "policy", None) == "cost_aware":
+        base = f"dllm_{d.theta:g}_cost_{d.n_max}_{d.n}"
+        return (base if d.mode == "faithful" else base + "_clean") + vocab
     if d.name == "dllm":
         return f"dllm_{d.theta:g}_sf_{d.spec_len}" + vocab
     if d.name == "ar":

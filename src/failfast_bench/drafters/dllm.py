@@ -14,6 +14,11 @@ One drafting round (paper-reference §4.4), shared by both drafters:
    of the next block.
 3. The draft is the first L committed tokens, cut after a stop token.
 
+*What* is drafted (this module: passes, commits, confidences, KV) is separate from *when to stop*: the drafter
+composes a length policy (``drafters/length_policies/``) that it asks at every check. :class:`DllmDrafter`
+composes ``FixedLength`` and :class:`FailFastDrafter` ``FailFastPolicy``; any other policy goes through
+:class:`BlockDiffusionDrafter` directly.
+
 :class:`DllmDrafter` stops as soon as the first ``spec_len`` positions are committed.
 :class:`FailFastDrafter` starts with L = N and, at every check, (a) stops if any recorded confidence is
 below τ, (b) stops at the cap, (c) otherwise widens L by N. ``mode="faithful"`` copies the authors' code
@@ -84,16 +89,8 @@ import torch
 
 from ..sampling import Sampling, draw, sampling_of
 from ..verify import ForwardTimer
-from .base import (
-    STOP_BUDGET,
-    STOP_CAP,
-    STOP_FIXED,
-    STOP_LOW_CONFIDENCE,
-    STOP_TOKEN,
-    Draft,
-    Drafter,
-    Verdict,
-)
+from .base import STOP_BUDGET, STOP_TOKEN, Draft, Drafter, Verdict
+from .length_policies import CostAware, FailFastPolicy, FixedLength, LengthPolicy, rejected_overlap  # noqa: F401 (re-exported)
 
 KV_POLICIES = ("exact", "crop", "off")
 MODES = ("faithful", "clean")
@@ -133,23 +130,6 @@ class _Round:
         return [self.conf[p] for p in range(self.ell, min(self.window_end, len(self.seq))) if self.seq[p] is not None]
 
 
-def rejected_overlap(rejected: Sequence[int], proposal: Sequence[int]) -> tuple[int, int, int]:
-    """Longest suffix of ``proposal`` found as a contiguous run in ``rejected`` (paper §6, step 2).
-
-    Suffix starts are scanned from the left (longest first); for each, the first occurrence in
-    ``rejected`` wins. Returns (len(rejected) - j, j, i) for a match starting at rejected[j] and
-    proposal[i], or (0, -1, -1).
-    """
-    rejected, proposal = list(rejected), list(proposal)
-    for i in range(len(proposal)):
-        suffix = proposal[i:]
-        n = len(suffix)
-        for j in range(len(rejected) - n + 1):
-            if rejected[j : j + n] == suffix:
-                return len(rejected) - j, j, i
-    return 0, -1, -1
-
-
 class BlockDiffusionDrafter(Drafter):
     """Shared machinery: block cache, denoising passes, parallel unmasking, pass accounting.
 
@@ -165,6 +145,7 @@ class BlockDiffusionDrafter(Drafter):
         model,
         *,
         theta: float,
+        policy: LengthPolicy,
         sub_block_size: int = 8,
         budget: int = 96,
         stop_ids: Sequence[int] = (),
@@ -178,6 +159,7 @@ class BlockDiffusionDrafter(Drafter):
         if mode not in MODES:
             raise ValueError(f"mode={mode!r}; valid: {', '.join(MODES)}")
         self.mode = mode
+        self.policy = policy
         # Block-aligned ℓ with an exactly matching cache: reuse it and take the token at ℓ from the stored
         # cache-update logit (clean shortcut), or re-prefill like the authors' code (faithful).
         self.boundary_reuse = (mode == "clean") if boundary_reuse is None else bool(boundary_reuse)
@@ -185,27 +167,29 @@ class BlockDiffusionDrafter(Drafter):
         self.block_size = int(model.block_size)
         if self.block_size % sub_block_size:
             raise ValueError(f"block size {self.block_size} is not a multiple of sub-block size {sub_block_size}")
-        policy = kv_policy or ("exact" if reuse_kv else "off")
-        if policy not in KV_POLICIES:
-            raise ValueError(f"kv_policy={policy!r}; valid: {', '.join(KV_POLICIES)}")
+        kv = kv_policy or ("exact" if reuse_kv else "off")
+        if kv not in KV_POLICIES:
+            raise ValueError(f"kv_policy={kv!r}; valid: {', '.join(KV_POLICIES)}")
         self.theta = float(theta)
         self.sub_block_size = int(sub_block_size)
         self.budget = int(budget)
         self.n_blocks = max(1, self.budget // self.block_size)
         self.stop_ids = frozenset(int(s) for s in stop_ids)
-        self.kv_policy = policy
+        self.kv_policy = kv
         self.mask_token_id = int(model.mask_token_id)
         self.timer = ForwardTimer()
         self._device = getattr(model, "device", torch.device("cpu"))
         self._cache_tokens: list[int] = []  # tokens whose KV the model's block cache holds
         # position -> (token, confidence, q or None) predicted there by a cache write
         self._boundary: dict[int, tuple[int, float, Optional[torch.Tensor]]] = {}
+        policy.check_sampling(self.sampling_on)
 
     # -- per question ----------------------------------------------------------------------------
     def start(self, prompt_ids: list[int]) -> None:
         self.model.reset()
         self._cache_tokens = []
         self._boundary = {}
+        self.policy.start()
 
     def describe(self) -> dict:
         info = {
@@ -222,21 +206,25 @@ class BlockDiffusionDrafter(Drafter):
         describe_model = getattr(self.model, "describe", None)
         if callable(describe_model):
             info["model"] = describe_model()
-        return info
+        return {**info, **self.policy.describe()}
 
-    # -- what subclasses decide ------------------------------------------------------------------
+    # -- when to stop: the length policy ----------------------------------------------------------
     def _initial_window(self) -> int:
-        raise NotImplementedError
+        return self.policy.initial_window()
 
     def _decide(self, st: _Round) -> Union[str, int]:
         """Called after a denoising pass that completed the window: a stop reason, or how far to widen it."""
-        raise NotImplementedError
+        return self.policy.decide(st)
 
     def _on_stop(self, st: _Round, reason: str) -> None:
-        """Hook run when ``_decide`` stops the round (draft reuse lives here)."""
+        """Hook run when ``_decide`` stops the round (FailFast's draft reuse lives in its policy)."""
+        self.policy.on_stop(st, reason)
 
     def _recorded(self, st: _Round) -> Optional[list[float]]:
-        return None
+        return self.policy.recorded(st)
+
+    def observe(self, draft: Draft, verdict: Verdict) -> None:
+        self.policy.observe(draft, verdict)
 
     # -- model calls -----------------------------------------------------------------------------
     def _timed(self, fn, *args, **kwargs):
@@ -447,19 +435,11 @@ class DllmDrafter(BlockDiffusionDrafter):
     name = "dllm"
 
     def __init__(self, model, *, spec_len: int = 8, theta: float = 0.9, **kwargs):
-        super().__init__(model, theta=theta, **kwargs)
-        if spec_len < 1:
-            raise ValueError(f"spec_len={spec_len} must be >= 1")
-        self.spec_len = int(spec_len)
+        super().__init__(model, theta=theta, policy=FixedLength(spec_len), **kwargs)
 
-    def _initial_window(self) -> int:
-        return self.spec_len
-
-    def _decide(self, st: _Round) -> Union[str, int]:
-        return STOP_FIXED
-
-    def describe(self) -> dict:
-        return {**super().describe(), "spec_len": self.spec_len}
+    @property
+    def spec_len(self) -> int:
+        return self.policy.spec_len
 
 
 class FailFastDrafter(BlockDiffusionDrafter):
@@ -479,72 +459,15 @@ class FailFastDrafter(BlockDiffusionDrafter):
         reuse_drafts: bool = False,
         **kwargs,
     ):
-        super().__init__(model, theta=theta, mode=mode, **kwargs)
-        if n < 1 or n_max < n:
-            raise ValueError(f"need 1 <= n <= n_max, got n={n}, n_max={n_max}")
-        self.tau = float(tau)
-        self.n = int(n)
-        self.n_max = int(n_max)
-        self.reuse_drafts = bool(reuse_drafts)
-        if self.reuse_drafts and self.sampling_on:
-            raise ValueError("draft reuse selects tokens by their drawn values: it needs temperature 0")
-        self._previous: Optional[tuple[list[int], list[float], int]] = None
+        if mode not in MODES:
+            raise ValueError(f"mode={mode!r}; valid: {', '.join(MODES)}")
+        policy = FailFastPolicy(tau=tau, n=n, n_max=n_max, mode=mode, reuse_drafts=reuse_drafts)
+        super().__init__(model, theta=theta, mode=mode, policy=policy, **kwargs)
 
-    def start(self, prompt_ids: list[int]) -> None:
-        super().start(prompt_ids)
-        self._previous = None
-
-    def describe(self) -> dict:
-        return {
-            **super().describe(),
-            "tau": self.tau,
-            "n": self.n,
-            "n_max": self.n_max,
-            "reuse_drafts": self.reuse_drafts,
-        }
-
-    def _initial_window(self) -> int:
-        return self.n
-
-    def _decide(self, st: _Round) -> Union[str, int]:
-        window = st.window_end - st.ell
-        if self.mode == "faithful":
-            if any(c < self.tau for c in st.recorded):
-                return STOP_LOW_CONFIDENCE
-            if len(st.recorded) >= self.n_max:
-                return STOP_CAP
-            return self.n
-        if any(c < self.tau for c in st.window_confidences()):
-            return STOP_LOW_CONFIDENCE
-        if window >= self.n_max:
-            return STOP_CAP
-        return min(self.n, self.n_max - window)
-
-    def _recorded(self, st: _Round) -> list[float]:
-        return list(st.recorded) if self.mode == "faithful" else st.window_confidences()
-
-    def _on_stop(self, st: _Round, reason: str) -> None:
-        """Draft reuse (paper Appendix E, §6): after a fail-fast stop, recycle last round's rejected tail."""
-        if reason != STOP_LOW_CONFIDENCE or not self.reuse_drafts or self._previous is None:
-            return
-        prev_tokens, prev_conf, accepted = self._previous
-        if accepted >= len(prev_tokens) - 1:
-            return
-        rejected = prev_tokens[accepted + 1 :]
-        rejected_conf = prev_conf[accepted + 1 :]
-        proposal = [int(t) for t in st.seq[st.ell : st.window_end]]
-        count, j, i = rejected_overlap(rejected, proposal)
-        if count == 0 or i == len(proposal) - 1 or i + count <= len(proposal):
-            return
-        new_tokens = proposal[:i] + rejected[j:]
-        new_conf = [st.conf[st.ell + k] for k in range(i)] + list(rejected_conf[j:])
-        st.seq = st.seq[: st.ell] + new_tokens
-        st.conf = {**{p: c for p, c in st.conf.items() if p < st.ell}, **{st.ell + k: c for k, c in enumerate(new_conf)}}
-        st.window_end = st.ell + len(new_tokens)
-        st.reused_draft = True
-
-    def observe(self, draft: Draft, verdict: Verdict) -> None:
-        self._previous = (list(draft.tokens), list(draft.confidences), int(verdict.accepted_len))
+    tau = property(lambda self: self.policy.tau)
+    n = property(lambda self: self.policy.n)
+    n_max = property(lambda self: self.policy.n_max)
+    reuse_drafts = property(lambda self: self.policy.reuse_drafts)
 
 
 # -- construction from a run config -------------------------------------------------------------------
@@ -588,6 +511,12 @@ def build(cfg, model_ref, target_model, target_tokenizer, stop_ids, device, dtyp
         mode=d.mode,
         sampling=sampling_of(cfg),
     )
+    if d.name == "dllm" and getattr(d, "policy", None) == "cost_aware":
+        from ..latency import profile_of
+
+        target = getattr(cfg.target, "latency_key", None) or cfg.target.name
+        policy = CostAware.from_profile(profile_of(cfg), target, "dllm", n=d.n, n_max=d.n_max, block_size=d.block_size)
+        return BlockDiffusionDrafter(model, theta=d.theta, policy=policy, **common)
     if d.name == "dllm":
         return DllmDrafter(model, spec_len=d.spec_len, theta=d.theta, **common)
     return FailFastDrafter(model, theta=d.theta, tau=d.tau, n=d.n, n_max=d.n_max, reuse_drafts=d.reuse_drafts, **common)
