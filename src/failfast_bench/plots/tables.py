@@ -132,7 +132,7 @@ def table_t2(runs: pd.DataFrame, profile: Optional[str] = None, statistic: str =
 def table_t1b(runs: pd.DataFrame, profile: Optional[str] = None, methods: Sequence[str] = MAIN_METHODS,
               statistic: str = DEFAULT_RANK_STATISTIC) -> pd.DataFrame:
     """T1b: speculative sampling (``run.temperature > 0``), one row per (target, dataset, method, T) with the
-    best config at that temperature, beside the same method's best greedy run: measured speedup (pooled, with
+    best config at that temperature, beside the same config's greedy run: measured speedup (pooled, with
     its CI), throughput ratio, acceptance, tokens per round and task accuracy (with its Wilson 95 % CI) at
     T > 0 and at T = 0. Lossless at T > 0 means the output distribution is the target's, not its tokens."""
     func = "table_t1b (T1b)"
@@ -143,13 +143,12 @@ def table_t1b(runs: pd.DataFrame, profile: Optional[str] = None, methods: Sequen
     sampled = rows[rows["temperature"].fillna(0.0) > 0]
     if sampled.empty:
         raise NoDataError(f"{func}: no run with run.temperature > 0 under profile {profile!r}")
-    greedy = best_per_method(rows, methods, statistic)
+    greedy_rows = rows[rows["temperature"].fillna(0.0) == 0.0]
     out = []
     for temperature, group in sampled.groupby("temperature", sort=True):
         best = best_per_method(group.assign(temperature=0.0), methods, statistic)  # ranked within this T
         for r in best.to_dict("records"):
-            g = greedy[(greedy["target"] == r["target"]) & (greedy["dataset"] == r["dataset"]) & (greedy["method"] == r["method"])]
-            g = g.iloc[0].to_dict() if len(g) else {}
+            g = _greedy_counterpart(greedy_rows, r)
             out.append({
                 "target": r["target"], "dataset": r["dataset"], "method": r["method"], "temperature": float(temperature),
                 "config_name": r["config_name"],
@@ -170,8 +169,20 @@ def table_t1b(runs: pd.DataFrame, profile: Optional[str] = None, methods: Sequen
             })
     table = pd.DataFrame(out)
     table.attrs.update(profile=profile, statistic=statistic, accounting=accounting_of(rows),
-                       ranked_by=str(greedy["ranked_by"].iloc[0]) if len(greedy) else statistic)
+                       ranked_by=str(best["ranked_by"].iloc[0]) if len(best) else statistic)
     return table
+
+
+def _greedy_counterpart(greedy_rows: pd.DataFrame, r: dict) -> dict:
+    """The greedy (T = 0) run of the same config on the same target and dataset, preferring one measured live
+    with its accuracy scored (the sampled run's own companion), else any; {} when there is none."""
+    same = greedy_rows[(greedy_rows["target"] == r["target"]) & (greedy_rows["dataset"] == r["dataset"])
+                       & (greedy_rows["config_name"] == r["config_name"])]
+    if same.empty:
+        return {}
+    measured = same["measured_speedup"].notna() if "measured_speedup" in same.columns else False
+    scored = same["accuracy"].notna() if "accuracy" in same.columns else False
+    return same.assign(_order=(measured * 1 + scored * 2)).sort_values("_order", ascending=False, kind="stable").iloc[0].to_dict()
 
 
 def display_t1b(table: pd.DataFrame) -> pd.DataFrame:
@@ -184,7 +195,7 @@ def display_t1b(table: pd.DataFrame) -> pd.DataFrame:
         "Acceptance pooled (%)": _fmt(r["acceptance_rate_pooled"], ".1f", 100),
         "Tokens per round, pooled": _fmt(r["tokens_per_round_pooled"]),
         "Accuracy [95% CI]": _with_ci(r["accuracy"], r["accuracy_ci_low"], r["accuracy_ci_high"], ".2f"),
-        "T = 0: measured pooled (×) / tokens per round / accuracy": " / ".join(
+        "Same config at T = 0: measured pooled (×) / tokens per round / accuracy": " / ".join(
             (_fmt(r["greedy_measured_speedup_pooled"]), _fmt(r["greedy_tokens_per_round_pooled"]), _fmt(r["greedy_accuracy"]))),
         "Load guard": str(r.get("load_guard") or "n/a"),
     } for r in table.to_dict("records")])
@@ -367,7 +378,7 @@ def write_t1b(runs: pd.DataFrame, out_dir: Path | str, profile: Optional[str] = 
               statistic: str = DEFAULT_RANK_STATISTIC) -> list[Path]:
     table = table_t1b(runs, profile, statistic=statistic)
     caption = (f"T1b: speculative sampling (run.temperature > 0), best config per method at each temperature "
-               f"({_convention_text(table.attrs)}), beside the method's best greedy run. Measured: total vanilla wall "
+               f"({_convention_text(table.attrs)}), beside the same config's greedy run (T = 0). Measured: total vanilla wall "
                f"/ total wall over the same questions, vanilla sampled at the same temperature, with its 95% bootstrap "
                f"CI. Accuracy: share of questions answered correctly within max_new_tokens, Wilson 95% CI (as a "
                f"fraction). Lossless at T > 0 means the output distribution is the target's: tokens differ from "
