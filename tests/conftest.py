@@ -23,6 +23,18 @@ def _torch_threads():
     torch.set_num_threads(1)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module of hundreds of tiny forwards (two threads on a shared 2-core machine mostly
+    wait on each other); restored afterwards, since integration runs set their own (run.threads)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def smollm2_available() -> bool:
     from failfast_bench import assets
 

@@ -25,12 +25,7 @@ from tiny_models import tiny_model
 B = 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def explicit_mask(n: int) -> torch.Tensor:

@@ -23,13 +23,7 @@ from failfast_bench.drafters.base import (
 )
 from failfast_bench.drafters.dllm import DllmDrafter, FailFastDrafter, rejected_overlap
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Hundreds of tiny forwards: with two threads on a shared 2-core machine they mostly wait on each other.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def approx(value):

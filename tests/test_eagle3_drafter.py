@@ -16,13 +16,7 @@ from failfast_bench.verify import TargetVerifier
 from test_eagle3_head import write_tiny_eagle3
 from tiny_models import EOS, greedy_reference, tiny_model
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The machine's two cores are shared: two torch threads under load oversubscribe and crawl.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 PROMPTS = [[1, 5, 9, 14, 3], [1, 40, 41, 42, 43, 44, 45, 46, 47, 7], [1, 11]]

@@ -20,13 +20,7 @@ from failfast_bench.drafters.eagle3_head import (
 
 from tiny_models import tiny_model
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The machine's two cores are shared: two torch threads under load oversubscribe and crawl.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TAPS = [0, 1, 2]  # output-of-layer ids for a 4-layer tiny target

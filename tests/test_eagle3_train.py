@@ -17,13 +17,7 @@ from failfast_bench.verify import TargetVerifier
 
 from tiny_models import EOS, greedy_reference, tiny_model
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The machine's two cores are shared: two torch threads under load oversubscribe and crawl.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TAPS = (0, 1, 2)

@@ -18,12 +18,7 @@ from failfast_bench.latency import HardwareProfile, load_profile
 from test_dllm import STOP, ScriptedModel, ctx, token_at
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Recorder(CostAware):
