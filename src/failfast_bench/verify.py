@@ -193,7 +193,7 @@ class TargetVerifier:
 
     # -- model calls -----------------------------------------------------------------------------
     @torch.inference_mode()
-    def _forward(self, ids: list[int], attention_mask=None, position_ids=None):
+    def _forward(self, ids: list[int], attention_mask=None, position_ids=None, logits_to_keep: int = 0):
         want_hidden = bool(self.feature_layers)
         with self.timer.measure(self.devices):
             out = self.model(
@@ -203,6 +203,7 @@ class TargetVerifier:
                 attention_mask=attention_mask,
                 position_ids=position_ids,
                 output_hidden_states=want_hidden,
+                logits_to_keep=logits_to_keep,  # 0 = every position
             )
         return out, self.timer.last
 
@@ -234,7 +235,9 @@ class TargetVerifier:
         self.pending = prompt_ids[-1]
         features = None
         if len(prompt_ids) > 1:
-            out, _ = self._forward(list(prompt_ids[:-1]))
+            # The prefill's logits are never read: without this a 2k-token prompt of a 152k-vocabulary target
+            # materialises a 2k x 152k logit matrix (1.2 GB in float32) for nothing.
+            out, _ = self._forward(list(prompt_ids[:-1]), logits_to_keep=1)
             features = self._features(out)
             self.committed = len(prompt_ids) - 1
         return features
