@@ -179,7 +179,7 @@ class DataSource:
     location: str
     sha256: str  # of the raw file, or of the canonical JSON of the rows (hf)
     n_rows: int
-    # The hub dataset's resolved commit (hf sources whose cache records it).
+    # The hub commit of the dataset copy that was read (hf sources whose cache path records it).
     revision: Optional[str] = None
     # Set by load_questions when the questions differ from the requested ones (why, in one line).
     fallback: Optional[str] = None
@@ -413,10 +413,12 @@ def _hf_offline_if_unreachable():
 
 
 def _hf_dataset_revision(dataset: Any) -> Optional[str]:
-    """The hub commit a cached dataset was built from (its cache path holds it), when recorded."""
+    """The hub commit the loaded copy of a dataset was built from (its cache path holds it), when recorded."""
+    from .hub import COMMIT
+
     for entry in getattr(dataset, "cache_files", None) or []:
         for part in Path(entry.get("filename", "")).parts:
-            if len(part) == 40 and all(c in "0123456789abcdef" for c in part):
+            if COMMIT.fullmatch(part):
                 return part
     return None
 
@@ -444,7 +446,7 @@ def _from_hf(cfg: Any) -> Optional[tuple[list[dict], DataSource]]:
     except Exception as exc:  # any failure (missing package, no cache, bad id) falls through
         _log_once(f"{location} unavailable ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); trying the next source")
         return None
-    return rows, DataSource("hf", location, canonical_rows_sha256(rows), len(rows), revision=_hf_dataset_revision(dataset) or revision)
+    return rows, DataSource("hf", location, canonical_rows_sha256(rows), len(rows), revision=_hf_dataset_revision(dataset))
 
 
 def _from_packaged(cfg: Any) -> tuple[list[dict], DataSource]:

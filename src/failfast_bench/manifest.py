@@ -6,7 +6,7 @@ import platform
 import subprocess
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from omegaconf import OmegaConf
 
@@ -94,12 +94,14 @@ def hub_records(cfg, source=None) -> dict[str, Any]:
         d_src = models.resolve_source(d_model, revision=drafter_revision(cfg.drafter))
         out["drafter"] = hub.record(d_src.path, d_src.revision, local=d_src.is_local)
     if getattr(source, "kind", None) == "hf":
-        out["dataset"] = dataset_record(cfg.dataset)
+        out["dataset"] = dataset_record(cfg.dataset, getattr(source, "revision", None))
     return out
 
 
-def dataset_record(ds) -> dict[str, Any]:
-    """Repo, config, requested revision and resolved commit of a dataset read through ``datasets``."""
+def dataset_record(ds, loaded_commit: Optional[str] = None) -> dict[str, Any]:
+    """Repo, config, requested revision and resolved commit of a dataset read through ``datasets``: the commit of
+    the copy the data layer read (``loaded_commit``, from its cache path) when known, else what the revision
+    resolves to now."""
     from . import hub
     from .data import HF_SOURCES
 
@@ -107,5 +109,5 @@ def dataset_record(ds) -> dict[str, Any]:
     repo = getattr(ds, "hf_id", None) or repo
     config = getattr(ds, "hf_config", None) or config
     revision = getattr(ds, "revision", None)
-    commit = hub.resolve_commit(repo, revision, "dataset") or hub.datasets_cache_commit(repo, config)
+    commit = loaded_commit or hub.resolve_commit(repo, revision, "dataset") or hub.datasets_cache_commit(repo, config)
     return {"repo": repo, "config": config, "revision": revision, "commit": commit}
