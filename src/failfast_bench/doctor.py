@@ -18,18 +18,6 @@ from typing import Any, Optional
 # not assumed: a bound, not a prediction).
 
 
-def cached_commit(model: str, revision: Optional[str] = None) -> Optional[str]:
-    """The commit a hub id (at ``revision``) resolves to in the local Hugging Face cache; None when absent."""
-    from huggingface_hub import try_to_load_from_cache
-
-    found = try_to_load_from_cache(model, "config.json", revision=revision)
-    if isinstance(found, str):
-        parts = found.split("/")
-        if "snapshots" in parts:
-            return parts[parts.index("snapshots") + 1]
-    return None
-
-
 def config_parameter_estimate(config: dict) -> Optional[int]:
     """Parameters of a decoder-only transformer from its config.json alone (for model types transformers
     cannot build without remote code, such as Fast_dLLM_Qwen): embeddings, attention with grouped KV heads and
@@ -71,7 +59,10 @@ def _model_line(role: str, model: Optional[str], revision: Optional[str], dtype,
         src = models.resolve_source(model, None, revision)
     except Exception as exc:  # noqa: BLE001 - reported as a problem by the job checks too
         return f"{role:<9} {model}: {exc}", None
-    commit = None if src.is_local else cached_commit(src.path, revision)
+    from . import hub
+
+    # From the cache's refs only: the doctor never waits on a network.
+    commit = None if src.is_local else hub.resolve_commit(src.path, revision, local_only=True)
     where = src.path if src.is_local else f"{src.path} @ {commit or (revision or 'main') + ' (not in the local Hugging Face cache: downloaded at run time)'}"
     # Only the config is read, and only from disk: the doctor never waits on a network.
     size = models.model_bytes(src, dtype, trust_remote_code) if not src.gguf_file and (src.is_local or commit) else None

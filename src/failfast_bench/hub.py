@@ -27,13 +27,15 @@ def offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE)
 
 
-def resolve_commit(repo_id: str, revision: Optional[str] = None, repo_type: str = "model") -> Optional[str]:
+def resolve_commit(repo_id: str, revision: Optional[str] = None, repo_type: str = "model",
+                   local_only: Optional[bool] = None) -> Optional[str]:
     """The commit ``revision`` (default: the main branch) of ``repo_id`` points to; None when unknown.
 
+    ``local_only`` (default: the process's offline mode) answers from the cache's refs without asking the hub.
     Asked once per process for each (repo, revision, cache, offline): hashing and listing a sweep's jobs call
     this for every job.
     """
-    return _resolve(repo_id, revision, repo_type, str(cache_dir()), offline())
+    return _resolve(repo_id, revision, repo_type, str(cache_dir()), offline() if local_only is None else local_only)
 
 
 @functools.lru_cache(maxsize=256)
