@@ -319,25 +319,32 @@ class TargetVerifier:
         out, elapsed = self._forward([self.pending] + tokens, attention_mask=mask.to(self.device), position_ids=positions)
         self.last_verify_forward_seconds = elapsed
         self.last_verified_tokens = total
+        extra: dict = {}
         if self.sampling:
             probs = self.acceptance.target_probs(out.logits[0])
             path, next_token, stats = self.acceptance.walk(probs, tokens, parents, draft.q)
-            rows = [0] + [i + 1 for i in path]
-            self._keep_rows(past, rows)
-            features = self._features(out, torch.tensor(rows, device=self.device))
-            self.committed = past + len(rows)
-            self.pending = next_token
-            return Verdict(
-                accepted_len=len(path),
-                next_token=next_token,
-                target_tokens=[int(tokens[i]) for i in path] + [int(next_token)],
-                bonus=len(path) > 0 and not any(p == path[-1] for p in parents),
-                accepted_path=path,
-                hidden_states=features,
-                accept_probs=[a for a, _ in stats],
-                overlaps=[o for _, o in stats],
-            )
-        choice = self.acceptance.choose(out.logits[0]).tolist()
+            extra = {"accept_probs": [a for a, _ in stats], "overlaps": [o for _, o in stats]}
+        else:
+            path, next_token = self._greedy_tree_path(out.logits[0], tokens, parents)
+        # The target's tokens are the accepted nodes then the next one (greedy: its argmax at each row).
+        rows = [0] + [i + 1 for i in path]
+        self._keep_rows(past, rows)
+        features = self._features(out, torch.tensor(rows, device=self.device))
+        self.committed = past + len(rows)
+        self.pending = next_token
+        return Verdict(
+            accepted_len=len(path),
+            next_token=next_token,
+            target_tokens=[int(tokens[i]) for i in path] + [int(next_token)],
+            bonus=len(path) > 0 and path[-1] not in parents,
+            accepted_path=path,
+            hidden_states=features,
+            **extra,
+        )
+
+    def _greedy_tree_path(self, logits: torch.Tensor, tokens: list[int], parents: list[int]) -> tuple[list[int], int]:
+        """Follow the target's argmax down the tree from the pending token: (accepted node path, next token)."""
+        choice = self.acceptance.choose(logits).tolist()
         children: dict[int, list[int]] = {}
         for i, p in enumerate(parents):
             children.setdefault(p, []).append(i)
@@ -352,20 +359,7 @@ class TargetVerifier:
             path.append(nxt)
             node = nxt
             row_of_tip = nxt + 1
-        next_token = int(choice[row_of_tip])
-        rows = [0] + [i + 1 for i in path]
-        self._keep_rows(past, rows)
-        features = self._features(out, torch.tensor(rows, device=self.device))
-        self.committed = past + len(rows)
-        self.pending = next_token
-        return Verdict(
-            accepted_len=len(path),
-            next_token=next_token,
-            target_tokens=[int(choice[r]) for r in rows],
-            bonus=len(path) > 0 and not children.get(path[-1]),
-            accepted_path=path,
-            hidden_states=features,
-        )
+        return path, int(choice[row_of_tip])
 
     def _keep_rows(self, past: int, rows: list[int]) -> None:
         """Keep cache positions [0, past) plus the given rows of the last forward (tree roll-back)."""
