@@ -37,6 +37,8 @@ from typing import Optional
 
 import torch
 
+from tiny_models import draft_vocab_maps, eagle3_head_state
+
 TOKENIZER_WORDS = 151643  # ids 0..151642: the BPE vocabulary of the Qwen2.5 tokenizer
 QWEN_SPECIALS = [
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>",
@@ -262,31 +264,11 @@ def eagle3_files(spec: Spec, vocab: int, draft_vocab: int, seed: int, eos: int =
     h, heads, kv = spec.hidden, spec.heads, spec.kv_heads
     hd, inter = h // heads, 2 * h
     g = torch.Generator().manual_seed(seed)
-
-    def rnd(*shape):
-        return torch.randn(*shape, generator=g) * 0.3
-
-    state = {
-        "fc.weight": rnd(h, 3 * h),
-        "midlayer.hidden_norm.weight": torch.ones(h),
-        "midlayer.input_layernorm.weight": torch.ones(h),
-        "midlayer.post_attention_layernorm.weight": torch.ones(h),
-        "midlayer.self_attn.q_proj.weight": rnd(heads * hd, 2 * h),
-        "midlayer.self_attn.k_proj.weight": rnd(kv * hd, 2 * h),
-        "midlayer.self_attn.v_proj.weight": rnd(kv * hd, 2 * h),
-        "midlayer.self_attn.o_proj.weight": rnd(h, heads * hd),
-        "midlayer.mlp.gate_proj.weight": rnd(inter, h),
-        "midlayer.mlp.up_proj.weight": rnd(inter, h),
-        "midlayer.mlp.down_proj.weight": rnd(h, inter),
-        "norm.weight": torch.ones(h),
-        "lm_head.weight": rnd(draft_vocab, h),
-    }
+    state = eagle3_head_state(h, heads, kv, draft_vocab, g)
     state = _bf16(state)
     # SpecForge's maps over the most frequent target ids (here: random ones, eos included), sorted.
     used = sorted({*torch.randperm(min(vocab, TOKENIZER_WORDS), generator=g)[: draft_vocab - 1].tolist(), eos})[:draft_vocab]
-    state["d2t"] = torch.tensor([t - i for i, t in enumerate(used)], dtype=torch.long)
-    state["t2d"] = torch.zeros(vocab, dtype=torch.bool)
-    state["t2d"][used] = True
+    state["d2t"], state["t2d"] = draft_vocab_maps(used, vocab)
     config = {
         "architectures": ["LlamaForCausalLMEagle3"], "bos_token_id": 151643, "eos_token_id": eos, "head_dim": hd,
         "hidden_act": "silu", "hidden_size": h, "initializer_range": 0.02, "intermediate_size": inter,

@@ -18,7 +18,7 @@ from failfast_bench.drafters.eagle3_head import (
     tap_layers,
 )
 
-from tiny_models import tiny_model
+from tiny_models import draft_vocab_maps, eagle3_head_state, tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -26,41 +26,14 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 TAPS = [0, 1, 2]  # output-of-layer ids for a 4-layer tiny target
 
 
-def draft_vocab_maps(used: list[int], vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """SpecForge's mapping: d2t[i] = used[i] - i over the sorted used ids; t2d marks them."""
-    used = sorted(used)
-    d2t = torch.tensor([t - i for i, t in enumerate(used)], dtype=torch.long)
-    t2d = torch.zeros(vocab, dtype=torch.bool)
-    t2d[used] = True
-    return d2t, t2d
-
-
 def write_tiny_eagle3(directory: Path, target, draft_vocab: int = 64, seed: int = 0, weights: str = "safetensors",
                       style: str = "specforge", with_embedding: bool = False, scale: float = 0.3) -> Path:
     """A random head for a tiny target, written by hand with the public tools' key names (not our save code)."""
     tc = target.config
     h, heads, kv = tc.hidden_size, tc.num_attention_heads, tc.num_key_value_heads
-    hd, inter = h // heads, 2 * h
+    inter = 2 * h
     g = torch.Generator().manual_seed(seed)
-
-    def rnd(*shape):
-        return torch.randn(*shape, generator=g) * scale
-
-    state = {
-        "fc.weight": rnd(h, 3 * h),
-        "midlayer.hidden_norm.weight": torch.ones(h),
-        "midlayer.input_layernorm.weight": torch.ones(h),
-        "midlayer.post_attention_layernorm.weight": torch.ones(h),
-        "midlayer.self_attn.q_proj.weight": rnd(heads * hd, 2 * h),
-        "midlayer.self_attn.k_proj.weight": rnd(kv * hd, 2 * h),
-        "midlayer.self_attn.v_proj.weight": rnd(kv * hd, 2 * h),
-        "midlayer.self_attn.o_proj.weight": rnd(h, heads * hd),
-        "midlayer.mlp.gate_proj.weight": rnd(inter, h),
-        "midlayer.mlp.up_proj.weight": rnd(inter, h),
-        "midlayer.mlp.down_proj.weight": rnd(h, inter),
-        "norm.weight": torch.ones(h),
-        "lm_head.weight": rnd(draft_vocab, h),
-    }
+    state = eagle3_head_state(h, heads, kv, draft_vocab, g, scale)
     others = [t for t in torch.randperm(tc.vocab_size, generator=g).tolist() if t != tc.eos_token_id]
     state["d2t"], state["t2d"] = draft_vocab_maps(others[: draft_vocab - 1] + [tc.eos_token_id], tc.vocab_size)
     if with_embedding:

@@ -98,3 +98,38 @@ def tiny_run_overrides(tmp_path, target_dir, *extra: str) -> list[str]:
         f"dataset.path={data}", "dataset.num_questions=2", "run.max_new_tokens=6", f"run.output_dir={Path(tmp_path) / 'runs'}",
         "run.progress=false", "run.threads=1", *extra,
     ]
+
+
+def eagle3_head_state(hidden: int, heads: int, kv_heads: int, draft_vocab: int, generator: torch.Generator,
+                      scale: float = 0.3) -> dict[str, torch.Tensor]:
+    """Random weights of a one-layer EAGLE-3 head under SpecForge's key names (no draft-vocabulary maps):
+    fc over 3 tapped layers, a decoder layer whose attention reads [embedding, hidden], norm and draft LM head."""
+    h, hd, inter = hidden, hidden // heads, 2 * hidden
+
+    def rnd(*shape):
+        return torch.randn(*shape, generator=generator) * scale
+
+    return {
+        "fc.weight": rnd(h, 3 * h),
+        "midlayer.hidden_norm.weight": torch.ones(h),
+        "midlayer.input_layernorm.weight": torch.ones(h),
+        "midlayer.post_attention_layernorm.weight": torch.ones(h),
+        "midlayer.self_attn.q_proj.weight": rnd(heads * hd, 2 * h),
+        "midlayer.self_attn.k_proj.weight": rnd(kv_heads * hd, 2 * h),
+        "midlayer.self_attn.v_proj.weight": rnd(kv_heads * hd, 2 * h),
+        "midlayer.self_attn.o_proj.weight": rnd(h, heads * hd),
+        "midlayer.mlp.gate_proj.weight": rnd(inter, h),
+        "midlayer.mlp.up_proj.weight": rnd(inter, h),
+        "midlayer.mlp.down_proj.weight": rnd(h, inter),
+        "norm.weight": torch.ones(h),
+        "lm_head.weight": rnd(draft_vocab, h),
+    }
+
+
+def draft_vocab_maps(used: list[int], vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """SpecForge's mapping: d2t[i] = used[i] - i over the sorted used ids; t2d marks them."""
+    used = sorted(used)
+    d2t = torch.tensor([t - i for i, t in enumerate(used)], dtype=torch.long)
+    t2d = torch.zeros(vocab, dtype=torch.bool)
+    t2d[used] = True
+    return d2t, t2d
