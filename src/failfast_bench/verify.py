@@ -252,36 +252,22 @@ class TargetVerifier:
         if self.sampling:
             probs = self.acceptance.target_probs(out.logits[0])
             path, next_token, stats = self.acceptance.walk(probs, tokens, list(range(-1, len(tokens) - 1)), draft.q)
-            return self._commit_chain(out, len(path), next_token, tokens, stats)
+            n = len(path)
+            return self._commit_chain(out, n, next_token, len(tokens), [int(t) for t in tokens[:n]] + [int(next_token)],
+                                      accept_probs=[a for a, _ in stats], overlaps=[o for _, o in stats])
         choice = self.acceptance.choose(out.logits[0]).tolist()
         n = self.acceptance.accept(tokens, choice)
-        next_token = int(choice[n])
-        features = self._features(out, torch.arange(n + 1, device=self.device))
-        crop_cache(self.cache, self.committed + 1 + n)
-        self.committed += 1 + n
-        self.pending = next_token
-        return Verdict(
-            accepted_len=n,
-            next_token=next_token,
-            target_tokens=[int(t) for t in choice],
-            bonus=n == len(tokens),
-            hidden_states=features,
-        )
+        # Greedy traces keep the target's argmax at every drafted position, past the first rejection too.
+        return self._commit_chain(out, n, int(choice[n]), len(tokens), [int(t) for t in choice])
 
-    def _commit_chain(self, out, n: int, next_token: int, tokens: list[int], stats: list) -> Verdict:
+    def _commit_chain(self, out, n: int, next_token: int, drafted: int, target_tokens: list[int], **extra) -> Verdict:
+        """Keep the pending token and the first ``n`` drafted ones in the cache; ``next_token`` becomes pending."""
         features = self._features(out, torch.arange(n + 1, device=self.device))
         crop_cache(self.cache, self.committed + 1 + n)
         self.committed += 1 + n
         self.pending = next_token
-        return Verdict(
-            accepted_len=n,
-            next_token=next_token,
-            target_tokens=[int(t) for t in tokens[:n]] + [int(next_token)],
-            bonus=n == len(tokens),
-            hidden_states=features,
-            accept_probs=[a for a, _ in stats],
-            overlaps=[o for _, o in stats],
-        )
+        return Verdict(accepted_len=n, next_token=next_token, target_tokens=target_tokens, bonus=n == drafted,
+                       hidden_states=features, **extra)
 
     def verify_tree(self, draft: Draft) -> Verdict:
         """Verify a draft tree in one forward with a tree attention mask; keep the longest matching path.
