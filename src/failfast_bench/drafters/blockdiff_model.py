@@ -177,17 +177,20 @@ class BlockDiffusionLM:
         are instead of copying the whole cache once per query group, which keeps a pass's cost from
         growing with the context beyond the attention itself.
         """
-        start = self.cache_len
-        ids = torch.tensor([list(tokens)], dtype=torch.long, device=self.device)
-        positions = torch.arange(start, start + ids.shape[1], device=self.device)[None]
-        kwargs = dict(inputs_embeds=self.embed_ids(ids), position_ids=positions, past_key_values=self.cache, use_cache=True)
+        return self._run_batch([tokens], mask, self.cache, self.cache_len)[0]
+
+    def _run_batch(self, rows: Sequence[Sequence[int]], mask: Optional[torch.Tensor], cache, start: int) -> torch.Tensor:
+        """Run equally long token rows at positions [start, start + n) over ``cache``; hidden states [rows, n, H]."""
+        ids = torch.tensor([list(r) for r in rows], dtype=torch.long, device=self.device)
+        positions = torch.arange(start, start + ids.shape[1], device=self.device)[None].expand(ids.shape[0], -1)
+        kwargs = dict(inputs_embeds=self.embed_ids(ids), position_ids=positions, past_key_values=cache, use_cache=True)
         if mask is not None:
-            return self.body(attention_mask=mask, **kwargs).last_hidden_state[0]
+            return self.body(attention_mask=mask, **kwargs).last_hidden_state
         config = self.body.config
         was_causal = getattr(config, "is_causal", True)
         config.is_causal = False  # transformers builds no causal mask for a non-causal decoder config
         try:
-            return self.body(attention_mask=None, is_causal=False, **kwargs).last_hidden_state[0]
+            return self.body(attention_mask=None, is_causal=False, **kwargs).last_hidden_state
         finally:
             config.is_causal = was_causal
 
@@ -228,6 +231,29 @@ class BlockDiffusionLM:
             self.crop(start)
         source_rows = torch.tensor([max(r - 1, 0) for r in rows], device=self.device)
         return self._logits(hidden.index_select(0, source_rows))
+
+    @torch.inference_mode()
+    def denoise_batch(self, blocks: Sequence[Sequence[int]], rows: Sequence[int], prefix_len: int) -> torch.Tensor:
+        """One denoising pass over several alternative versions of the block at ``prefix_len``, in one batch.
+
+        Every block attends to the first ``prefix_len`` cached positions (a block boundary; the cache may hold
+        more, which no block sees) and to all of itself; the cache is left as it was. Returns float logits
+        [len(blocks), len(rows), V] with the token shift applied, as :meth:`denoise` does for one block.
+        """
+        bsz = self.block_size
+        if prefix_len % bsz or prefix_len > self.cache_len or any(len(b) != bsz for b in blocks) or not blocks:
+            raise ValueError(f"denoise_batch needs whole blocks over a cached block prefix (prefix {prefix_len}, cache {self.cache_len})")
+        hidden = self._run_batch(blocks, None, self._prefix_copy(prefix_len, len(blocks)), prefix_len)
+        source_rows = torch.tensor([max(r - 1, 0) for r in rows], device=self.device)
+        return self._logits(hidden.index_select(1, source_rows))
+
+    def _prefix_copy(self, keep: int, batch: int):
+        """A throw-away cache holding the first ``keep`` cached positions once per batch row."""
+        cache = self._cache_factory()
+        if keep:
+            for index, layer in enumerate(self.cache.layers):
+                cache.update(layer.keys[:, :, :keep].expand(batch, -1, -1, -1), layer.values[:, :, :keep].expand(batch, -1, -1, -1), index)
+        return cache
 
     def describe(self) -> dict[str, Any]:
         cfg = self.body.config
