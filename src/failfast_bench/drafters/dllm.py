@@ -106,13 +106,15 @@ class _Round:
     window_end: int
     conf: dict = field(default_factory=dict)  # position -> probability of the committed token
     q: dict = field(default_factory=dict)  # T > 0: position -> the distribution its token was drawn from
+    # position -> the pass's best proposable (token, probability) pairs there, best first (``keep_alternatives``)
+    ranked: dict = field(default_factory=dict)
     recorded: list = field(default_factory=list)  # C: per-pass records of masked positions
     passes: dict = field(default_factory=lambda: {"prefill": 0, "denoise": 0, "cache_update": 0})
     kv_reused: bool = False
     stale_kv: bool = False
     reused_draft: bool = False
 
-    def commit(self, pos: int, token: int, confidence: float, q=None) -> None:
+    def commit(self, pos: int, token: int, confidence: float, q=None, ranked=None) -> None:
         if pos == len(self.seq):
             self.seq.append(token)
         else:
@@ -120,6 +122,8 @@ class _Round:
         self.conf[pos] = confidence
         if q is not None:
             self.q[pos] = q
+        if ranked is not None:
+            self.ranked[pos] = ranked
 
     def window_complete(self) -> bool:
         if self.window_end > len(self.seq):
@@ -180,8 +184,12 @@ class BlockDiffusionDrafter(Drafter):
         self.timer = ForwardTimer()
         self._device = getattr(model, "device", torch.device("cpu"))
         self._cache_tokens: list[int] = []  # tokens whose KV the model's block cache holds
-        # position -> (token, confidence, q or None) predicted there by a cache write
-        self._boundary: dict[int, tuple[int, float, Optional[torch.Tensor]]] = {}
+        # position -> (token, confidence, q or None, ranked or None) predicted there by a cache write
+        self._boundary: dict[int, tuple[int, float, Optional[torch.Tensor], Optional[list]]] = {}
+        # Greedy only: keep each committed position's best this many (token, probability) pairs in the round
+        # (``_Round.ranked``) for a draft shape that branches (drafters/prefix_tree.py); 0 = keep none.
+        self.keep_alternatives = 0
+        self.last_round: Optional[_Round] = None  # the state of the latest propose(), for a shape built on it
         policy.check_sampling(self.sampling_on)
 
     # -- per question ----------------------------------------------------------------------------
@@ -241,6 +249,12 @@ class BlockDiffusionDrafter(Drafter):
             conf, rows = probs.max(dim=-1)
             tokens = vocab_ids.index_select(0, rows)
             return [int(t) for t in tokens.tolist()], [float(c) for c in conf.tolist()]
+        tokens = self._choice_scores(probs).argmax(dim=-1)
+        conf = probs.gather(-1, tokens[:, None])[:, 0]
+        return [int(t) for t in tokens.tolist()], [float(c) for c in conf.tolist()]
+
+    def _choice_scores(self, probs: torch.Tensor) -> torch.Tensor:
+        """``probs`` with the ids a draft may never hold (the mask id, ids past the verifier's vocabulary) at -1."""
         choose = probs
         vocab = probs.shape[-1]
         limit = getattr(self.model, "vocab_limit", None)
@@ -250,9 +264,23 @@ class BlockDiffusionDrafter(Drafter):
                 choose[:, self.mask_token_id] = -1.0
             if limit is not None and limit < vocab:
                 choose[:, limit:] = -1.0
-        tokens = choose.argmax(dim=-1)
-        conf = probs.gather(-1, tokens[:, None])[:, 0]
-        return [int(t) for t in tokens.tolist()], [float(c) for c in conf.tolist()]
+        return choose
+
+    def ranked(self, logits: torch.Tensor, k: int) -> list[list[tuple[int, float]]]:
+        """Per row, the ``k`` most probable proposable (token, probability) pairs, best first (greedy drafting:
+        the first pair is :meth:`_pick`'s choice up to ties)."""
+        probs = torch.softmax(logits.float(), dim=-1)
+        vocab_ids = getattr(self.model, "vocab_ids", None)
+        choose = probs if vocab_ids is not None else self._choice_scores(probs)
+        top = torch.topk(choose, min(int(k), choose.shape[-1]), dim=-1)
+        ids = top.indices if vocab_ids is None else vocab_ids[top.indices]
+        return [
+            [(int(t), float(p)) for t, p, ok in zip(row_ids, row_p, row_ok) if ok >= 0.0]
+            for row_ids, row_p, row_ok in zip(ids.tolist(), probs.gather(-1, top.indices).tolist(), top.values.tolist())
+        ]
+
+    def _kept_alternatives(self, logits: torch.Tensor) -> list:
+        return self.ranked(logits, self.keep_alternatives) if self.keep_alternatives else [None] * logits.shape[0]
 
     def _q_rows(self, logits: torch.Tensor) -> torch.Tensor:
         """T > 0: per row, the warped distribution over the ids a draft may hold, indexed by token id."""
@@ -292,12 +320,13 @@ class BlockDiffusionDrafter(Drafter):
         self._cache_tokens.extend(int(t) for t in tokens)
         picked_tokens, picked_conf = self._pick(logits)
         picked_q: list = [None] * len(picked_tokens)
+        picked_ranked = self._kept_alternatives(logits)
         if self.sampling_on:
             picked_tokens, q = self._draw_rows(logits)
             picked_q = list(q)
         ends = range(start + self.block_size, start + len(tokens) + 1, self.block_size) if every else [start + len(tokens)]
-        for pos, tok, conf, q_row in zip(ends, picked_tokens, picked_conf, picked_q):
-            self._boundary[pos] = (tok, conf, q_row)
+        for pos, tok, conf, q_row, ranked in zip(ends, picked_tokens, picked_conf, picked_q, picked_ranked):
+            self._boundary[pos] = (tok, conf, q_row, ranked)
 
     def _drop_cache_after(self, keep: int) -> None:
         if keep == 0:
@@ -331,8 +360,7 @@ class BlockDiffusionDrafter(Drafter):
             if ell0 > 0:
                 self._write(st, context[:ell0], "prefill")
         if aligned:
-            tok, conf, q = self._boundary[ell0]
-            st.commit(ell, tok, conf, q)
+            st.commit(ell, *self._boundary[ell0])
 
     def _stop_token_reached(self, st: _Round) -> bool:
         """A stop token is committed with no masked position before it (the authors' stop check)."""
@@ -357,9 +385,10 @@ class BlockDiffusionDrafter(Drafter):
                 st.commit(masked[i], tok, confs[i], q_row)
             return
         best = max(range(len(confs)), key=confs.__getitem__)  # first maximum, like torch.argmax
+        ranked = self._kept_alternatives(logits)
         for i, pos in enumerate(masked):
             if confs[i] > self.theta or i == best:
-                st.commit(pos, tokens[i], confs[i])
+                st.commit(pos, tokens[i], confs[i], ranked=ranked[i])
 
     def _run_round(self, context: list[int]) -> tuple[_Round, str]:
         if not context:
@@ -393,14 +422,14 @@ class BlockDiffusionDrafter(Drafter):
             if self._stop_token_reached(st):
                 return st, STOP_TOKEN
             self._write(st, st.seq[block_start : block_start + B], "cache_update")
-            tok, conf, q = self._boundary[block_start + B]
-            st.commit(block_start + B, tok, conf, q)
+            st.commit(block_start + B, *self._boundary[block_start + B])
         if self._stop_token_reached(st):  # the budget's last cache update produced the stop token
             return st, STOP_TOKEN
         return st, STOP_BUDGET
 
     def propose(self, context: list[int]) -> Draft:
         st, reason = self._run_round(list(context))
+        self.last_round = st
         window = st.window_end - st.ell
         tokens: list[int] = []
         for tok in st.seq[st.ell :]:
@@ -471,8 +500,20 @@ class FailFastDrafter(BlockDiffusionDrafter):
 
 
 # -- construction from a run config -------------------------------------------------------------------
-def build(cfg, model_ref, target_model, target_tokenizer, stop_ids, device, dtype) -> BlockDiffusionDrafter:
-    """The configured ``dllm`` or ``failfast`` drafter, its model loaded next to the target."""
+def build(cfg, model_ref, target_model, target_tokenizer, stop_ids, device, dtype) -> Drafter:
+    """The configured ``dllm`` or ``failfast`` drafter, its model loaded next to the target; with
+    ``drafter.tree`` its chain branched into a prefix tree (``drafters/prefix_tree.py``)."""
+    chain = _build_chain(cfg, model_ref, target_model, target_tokenizer, stop_ids, device, dtype)
+    d = cfg.drafter
+    if not getattr(d, "tree", False):
+        return chain
+    from .prefix_tree import PrefixTreeDrafter
+
+    return PrefixTreeDrafter(chain, k=d.tree_k, threshold=d.tree_threshold, branch_len=d.tree_branch_len,
+                             branch_passes=d.tree_branch_passes)
+
+
+def _build_chain(cfg, model_ref, target_model, target_tokenizer, stop_ids, device, dtype) -> BlockDiffusionDrafter:
     from pathlib import Path
 
     from ..config import ConfigError
