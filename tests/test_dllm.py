@@ -522,17 +522,22 @@ CASES = [
 ]
 
 
+def lossless_rounds(target, drafter, prompt_len: int, max_new_tokens: int) -> list:
+    """Decode ``prompt_of(prompt_len)`` with ``drafter``; assert the target's greedy output; return the rounds."""
+    prompt = prompt_of(prompt_len)
+    gen = generate(TargetVerifier(target), drafter, prompt, max_new_tokens, stop_ids=[EOS])
+    ref = greedy_reference(target, prompt, max_new_tokens)
+    assert gen.output_tokens[: len(ref)] == ref, (drafter.name, prompt_len)
+    return gen.rounds
+
+
 @pytest.mark.parametrize("pair,kind", CASES)
 def test_lossless_end_to_end(pair, kind, request):
     target, directory = request.getfixturevalue(pair)
     model = load_block_diffusion_drafter(str(directory), target_model=target)
     drafter = DRAFTERS[kind](model)
     for n in PROMPT_LENGTHS:
-        prompt = prompt_of(n)
-        gen = generate(TargetVerifier(target), drafter, prompt, 32, stop_ids=[EOS])
-        ref = greedy_reference(target, prompt, 32)
-        assert gen.output_tokens[: len(ref)] == ref, (kind, n)
-        for r in gen.rounds:
+        for r in lossless_rounds(target, drafter, n, 32):
             assert model.mask_token_id not in r.draft_tokens
             assert all(0 <= t < 96 for t in r.draft_tokens)
             assert r.drafter_passes == r.passes_prefill + r.passes_denoise + r.passes_cache_update >= 1

@@ -84,10 +84,18 @@ class DrafterConfig:
     # under the run's hardware profile. Hashed only when set, so earlier runs keep their directories.
     policy: Optional[str] = None
     # EAGLE-3: chain of spec_len tokens, or an EAGLE-2 style dynamic tree.
+    # dllm / failfast: tree=true branches the chain into a confidence-guided prefix tree (drafters/prefix_tree.py):
+    # tree_k alternative tokens at the first position whose confidence is below tree_threshold, each re-drafted
+    # for up to tree_branch_len tokens in tree_branch_passes batched passes. The tree_* keys are hashed only when
+    # changed from these defaults, so earlier runs keep their directories.
     tree: bool = False
     depth: int = 8
     top_k: int = 10
     total_tokens: int = 60
+    tree_k: int = 3
+    tree_threshold: float = 0.5
+    tree_branch_len: int = 8
+    tree_branch_passes: int = 1
     # The drafter's own weights and compute (float32 | bfloat16 | float16 | auto); the target keeps run.dtype,
     # so a float32 target (token-exact verification) can be drafted for in bfloat16. Borrowed embeddings and
     # LM head are copied into this dtype when it differs from the target's.
@@ -230,6 +238,19 @@ def _check(cond: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def _validate_prefix_tree(d: Any, temperature: float) -> None:
+    """The prefix tree of diffusion drafts (drafter.tree=true on dllm / failfast)."""
+    _check(d.tree_k >= 1, f"drafter.tree_k={d.tree_k} must be >= 1 (alternative tokens at the boundary)")
+    _check(0.0 <= d.tree_threshold <= 1.0, f"drafter.tree_threshold={d.tree_threshold} is outside [0, 1]")
+    _check(d.tree_branch_len >= 0, f"drafter.tree_branch_len={d.tree_branch_len} must be >= 0")
+    _check(d.tree_branch_passes >= 1, f"drafter.tree_branch_passes={d.tree_branch_passes} must be >= 1")
+    if not (d.tree and d.name in ("dllm", "failfast")):
+        return
+    _check(temperature == 0.0, f"drafter.tree=true with drafter={d.name} (a prefix tree of diffusion drafts) needs run.temperature=0, "
+                               f"got {temperature:g}: its branches carry no sampling distributions")
+    _check(not d.reuse_drafts, "drafter.tree=true cannot be combined with drafter.reuse_drafts=true (draft reuse rewrites the trunk)")
+
+
 def validate(cfg: Any) -> None:
     """Refuse impossible values before anything is loaded. ``cfg`` is a resolved RunConfig-like object."""
     d, ds, run = cfg.drafter, cfg.dataset, cfg.run
@@ -251,6 +272,7 @@ def validate(cfg: Any) -> None:
     _check(policy is None or d.name == "dllm", f"drafter.policy={policy} applies to drafter=dllm, not {d.name}")
     _check(d.kv_policy in (None, "exact", "crop", "off"), f"drafter.kv_policy={d.kv_policy!r}; valid: exact, crop, off")
     _check(d.depth >= 1 and d.top_k >= 1 and d.total_tokens >= 1, "drafter.depth, top_k, total_tokens must be >= 1")
+    _validate_prefix_tree(d, float(getattr(run, "temperature", 0.0) or 0.0))
     _check(ds.name in DATASET_NAMES, f"dataset.name={ds.name!r}; valid: {', '.join(DATASET_NAMES)}")
     _check(ds.template in TEMPLATES, f"dataset.template={ds.template!r}; valid: {', '.join(TEMPLATES)}")
     _check(ds.turns in ("first", "both"), f"dataset.turns={ds.turns!r}; valid: first, both")

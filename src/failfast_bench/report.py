@@ -55,6 +55,7 @@ def _run_identity(run_dir: Path, summary: dict) -> dict:
     d = cfg["drafter"]
     family = d["name"]
     cost = family == "dllm" and d.get("policy") == "cost_aware"  # length policy: widen by n up to n_max, no τ
+    dllm_tree = family in ("dllm", "failfast") and bool(d.get("tree"))  # a prefix tree of diffusion drafts
     applicable = {
         "theta": family in ("dllm", "failfast"),
         "tau": family == "failfast" or (family == "ar" and d.get("dynamic")),
@@ -69,7 +70,7 @@ def _run_identity(run_dir: Path, summary: dict) -> dict:
         "dataset": summary["dataset"],
         "drafter": family,
         # The dynamic-length AR ablation is its own family when picking best configs (as in the paper).
-        "family": "ar_dynamic" if family == "ar" and d.get("dynamic") else ("dllm_cost" if cost else family),
+        "family": "ar_dynamic" if family == "ar" and d.get("dynamic") else ("dllm_cost" if cost else family) + ("_tree" if dllm_tree else ""),
         "config_name": summary["config_name"],
         "mode": d.get("mode") if family == "failfast" else None,
         "max_new_tokens": cfg["run"]["max_new_tokens"],
@@ -81,8 +82,8 @@ def _run_identity(run_dir: Path, summary: dict) -> dict:
         "temperature": float(cfg["run"].get("temperature") or 0.0),
         "top_p": float(cfg["run"].get("top_p") or 1.0),
         "top_k": int(cfg["run"].get("top_k") or 0),
-        # EAGLE-3 trees: the acceptance denominator is every tree node, not a chain's length.
-        "draft_kind": "tree" if family == "eagle3" and d.get("tree") else "chain",
+        # Trees (EAGLE-3, dLLM prefix trees): the acceptance denominator is every tree node, not a chain's length.
+        "draft_kind": "tree" if (family == "eagle3" and d.get("tree")) or dllm_tree else "chain",
     }
     for key, ok in applicable.items():
         row[key] = d.get(key) if ok else float("nan")

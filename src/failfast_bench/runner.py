@@ -35,6 +35,8 @@ _UNHASHED_KEYS = (("dataset", "fallback"),)
 _HASHED_ONLY_IF_SET = (
     ("drafter", "draft_vocab", False), ("drafter", "revision", None), ("drafter", "policy", None), ("dataset", "revision", None),
     ("run", "temperature", 0.0), ("run", "top_p", 1.0), ("run", "top_k", 0),
+    ("drafter", "tree_k", 3), ("drafter", "tree_threshold", 0.5), ("drafter", "tree_branch_len", 8),
+    ("drafter", "tree_branch_passes", 1),
 )
 
 

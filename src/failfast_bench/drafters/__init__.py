@@ -56,7 +56,13 @@ def drafter_revision(d) -> Optional[str]:
 
 
 def config_name(d) -> str:
-    """The paper's configuration name (paper-reference §4.2), extended to EAGLE-3 and vanilla."""
+    """The paper's configuration name (paper-reference §4.2), extended to EAGLE-3, vanilla and prefix trees."""
+    if d.name in ("dllm", "failfast") and getattr(d, "tree", False):
+        return _chain_name(d) + f"_tree_k{d.tree_k}_t{d.tree_threshold:g}_b{d.tree_branch_len}_p{d.tree_branch_passes}"
+    return _chain_name(d)
+
+
+def _chain_name(d) -> str:
     if d.name == "vanilla":
         return "vanilla"
     vocab = "_dv" if getattr(d, "draft_vocab", False) else ""
