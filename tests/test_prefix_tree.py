@@ -182,3 +182,27 @@ def test_config_name_validation_and_hashes(tmp_path):
             validate(compose(["drafter=dllm_tree", override, out]))
     with pytest.raises(ConfigError, match="reuse_drafts"):
         validate(compose(["drafter=failfast", "drafter.tree=true", "drafter.reuse_drafts=true", out]))
+
+
+@pytest.mark.filterwarnings("ignore:.*is not the canonical gsm8k file")
+@pytest.mark.parametrize("replayed", [False, True])
+def test_whole_pipeline_on_a_tiny_target(tmp_path, monkeypatch, replayed):
+    import json
+
+    from failfast_bench.cli import compose
+    from failfast_bench.runner import Runner, preflight
+    from helpers_blockdiff import write_project_drafter
+    from tiny_models import save_tiny_target, tiny_run_overrides
+
+    monkeypatch.setenv("FAILFAST_BENCH_CACHE", str(tmp_path / "cache"))  # reference outputs of a throwaway model
+    target = save_tiny_target(tmp_path / "target", arch="llama", seed=2)
+    drafter_dir = write_project_drafter(tmp_path / "drafter", target, seed=3)
+    cfg = compose(tiny_run_overrides(tmp_path, tmp_path / "target", "drafter=dllm_tree", f"drafter.model={drafter_dir}",
+                                     "drafter.tree_threshold=0.9", "run.max_new_tokens=24", f"run.replay={str(replayed).lower()}"))
+    preflight(cfg)
+    runner = Runner(cfg)
+    summary = runner.run()
+    assert runner.run_dir.name.startswith("dllm_0.9_sf_8_tree_k3_t0.9_b8_p1__")
+    assert summary["replay"] is replayed and summary["metrics"]["lossless_mismatches"] == 0
+    drafter = json.loads((runner.run_dir / "manifest.json").read_text())["drafter"]
+    assert (drafter["name"], drafter["shape"], drafter["tree_k"]) == ("dllm_tree", "prefix_tree", 3)
