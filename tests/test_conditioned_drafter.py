@@ -120,3 +120,22 @@ def test_missing_fusion_tensors_are_refused(tmp_path):
     (directory / "config.json").write_text(json.dumps(raw))
     with pytest.raises(ConfigError, match="lacks feature_norm"):
         load_block_diffusion_drafter(str(directory), target_model=target)
+
+
+def test_replay_hands_the_same_taps(pair):
+    """Replay (taps from one forward over prompt + continuation) drafts what the live run drafted."""
+    from failfast_bench.replay import ReplayVerifier
+
+    target, directory = pair
+    model = load_block_diffusion_drafter(str(directory), target_model=target)
+    drafter = DRAFTERS["failfast"](model)
+    prompt = prompt_of(40)
+    live = generate(TargetVerifier(target, feature_layers=TAPS), drafter, prompt, 48, stop_ids=[EOS])
+    continuation = greedy_reference(target, prompt, 120, stop_ids=())
+    taps = TargetVerifier(target, feature_layers=TAPS)
+    replayed = generate(ReplayVerifier(lambda p: continuation, features_of=taps.sequence_features, feature_layers=TAPS), drafter, prompt, 48,
+                        stop_ids=[EOS])
+    assert replayed.output_tokens == live.output_tokens
+    assert [r.draft_tokens for r in replayed.rounds] == [r.draft_tokens for r in live.rounds]
+    for a, b in zip(replayed.rounds, live.rounds):
+        assert a.confidences == pytest.approx(b.confidences, abs=1e-4)
