@@ -6,8 +6,9 @@
 #             under ~/.cache/failfast-bench/train_data (never the evaluation questions; a test checks it)
 #   2. ar     small autoregressive drafter (AR baseline), 2 layers
 #   3. dllm   block-diffusion drafter (FailFast and the fixed-length dLLM baseline), 2 layers, from the AR trunk
-#   4. eagle3 EAGLE-3 head (training-time test), target features cached once
-#   5. ship   copy each export + model card into src/failfast_bench/shipped/smollm2-135m/<kind> (int8-packed)
+#   4. dllm_cond target-conditioned block drafter (reads the target's tap features), from the dllm drafter
+#   5. eagle3 EAGLE-3 head (training-time test), target features cached once
+#   6. ship   copy each export + model card into src/failfast_bench/shipped/smollm2-135m/<kind> (int8-packed)
 #
 # Measured wall time on the 2-core CPU (1 torch thread per job, bf16 autocast; the model cards hold each
 # shipped drafter's exact steps and seconds):
@@ -34,5 +35,11 @@ init=()
 [ -f "$CACHE/train_runs/$TARGET/dllm/checkpoint.pt" ] || init=("train.init_from=$CACHE/train_runs/$TARGET/ar/export")
 $PY -m failfast_bench.train recipe=dllm target="$TARGET" stage=train "${init[@]}" "$@"
 $PY -m failfast_bench.train recipe=dllm target="$TARGET" stage=ship "$@"
+# The target-conditioned block drafter starts from the plain one (its feature fusion starts at zero, so step 0
+# is that drafter); the shipped one trained 400 steps from the shipped plain drafter.
+init=()
+[ -f "$CACHE/train_runs/$TARGET/dllm_cond/checkpoint.pt" ] || init=("train.init_from=src/failfast_bench/shipped/$TARGET/dllm")
+$PY -m failfast_bench.train recipe=dllm_cond target="$TARGET" stage=train train.steps=400 "${init[@]}" "$@"
+$PY -m failfast_bench.train recipe=dllm_cond target="$TARGET" stage=ship "$@"
 $PY -m failfast_bench.train recipe=eagle3 target="$TARGET" stage=train "$@"
 $PY -m failfast_bench.train recipe=eagle3 target="$TARGET" stage=ship "$@"

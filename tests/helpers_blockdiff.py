@@ -109,8 +109,12 @@ def write_fast_dllm_checkpoint(
     return directory, reference
 
 
-def write_project_drafter(directory, target, *, layers: int = 2, mask_token_id: Optional[int] = None, seed: int = 0, target_name: str = "tiny") -> Path:
-    """A random project-layout drafter for ``target`` (mask id past the target's vocabulary by default)."""
+def write_project_drafter(directory, target, *, layers: int = 2, mask_token_id: Optional[int] = None, seed: int = 0, target_name: str = "tiny",
+                          feature_layers: Optional[tuple] = None) -> Path:
+    """A random project-layout drafter for ``target`` (mask id past the target's vocabulary by default).
+
+    With ``feature_layers`` it is target-conditioned, with a random nonzero fusion (so the target's
+    features really move its drafts)."""
     torch.manual_seed(seed)
     trunk_config = type(target.config).from_dict(target.config.to_dict())
     trunk_config.num_hidden_layers = layers
@@ -125,4 +129,19 @@ def write_project_drafter(directory, target, *, layers: int = 2, mask_token_id: 
         block_size=32,
         mask_token_id=vocab if mask_token_id is None else mask_token_id,
         target=target_name,
+        **_conditioning(target, feature_layers, seed),
     )
+
+
+def _conditioning(target, feature_layers, seed: int) -> dict:
+    if not feature_layers:
+        return {}
+    from failfast_bench.drafters.conditioned_model import FeatureFusion
+
+    hidden = int(target.config.hidden_size)
+    torch.manual_seed(seed + 1)
+    fusion = FeatureFusion(len(feature_layers) * hidden, hidden)
+    with torch.no_grad():
+        fusion.fuse.weight.normal_(0.0, 0.3)
+    return {"extra_meta": {"feature_layers": list(feature_layers)}, "extra_tensors": fusion.state_for_file()}
+

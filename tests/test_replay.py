@@ -147,13 +147,11 @@ def test_store_keeps_the_longest_entry(tmp_path):
     assert store.get("q", [1, 2]).covers(1000)
 
 
-def test_eagle3_cannot_replay(tmp_path):
+def test_eagle3_replays_with_taps_from_one_target_forward(tmp_path):
+    """Drafters reading the target's hidden states replay: the taps come from one forward per question."""
     from failfast_bench.cli import compose
-    from failfast_bench.runner import preflight
 
-    cfg = compose([f"run.output_dir={tmp_path}", "drafter=eagle3", "run.replay=true"])
-    with pytest.raises(ConfigError, match="cannot score drafter=eagle3"):
-        preflight(cfg)
+    replay.check_replayable(compose([f"run.output_dir={tmp_path}", "drafter=eagle3", "run.replay=true"]))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -154,3 +154,47 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+def test_conditioned_training_forward_matches_inference(target, tmp_path):
+    """The dllm_cond recipe: each loss row equals the conditioned drafter's pass with the target's taps of
+    the context known up to the row's frontier; the export loads as that drafter."""
+    from failfast_bench.drafters.conditioned_model import ConditionedBlockLM
+    from failfast_bench.train.conditioned_recipe import ConditionedTrainee
+
+    settings = DllmSettings(block_size=8, sub_block_size=4, noisy_copies=2)
+    model = ConditionedTrainee(target, [0, 2], mask_token_id=VOCAB, feature_layers=(0, 1, 2)).eval()
+    with torch.no_grad():
+        model.fusion.fuse.weight.normal_(0, 0.3)  # the recipe starts it at zero; any value must match
+    examples = _examples()
+    batch = build_dllm_batch(examples, settings, random.Random(0), VOCAB, with_features=True)
+    with torch.no_grad():
+        train_logits = model.logits_at(model.hidden(batch), batch.source_rows).float()
+    infer = ConditionedBlockLM(model.body, model.embed, model.head, block_size=8, mask_token_id=VOCAB,
+                               mask_embedding=model.mask_embedding.detach(), feature_layers=(0, 1, 2), fusion=model.fusion)
+    width = batch.input_ids.shape[1]
+    for r in range(batch.num_targets):
+        b, row = divmod(int(batch.source_rows[r]), width)
+        ex = examples[b]
+        seq = ex.prompt_ids + ex.response_ids
+        taps = model.taps([seq])[0]
+        position = int(batch.position_ids[b, row])
+        block_start = position // 8 * 8
+        block_rows = range(row - (position - block_start), row - (position - block_start) + 8)
+        featured = [int(batch.feature_index[b, i]) for i in block_rows if int(batch.feature_index[b, i]) >= 0]
+        known = len(seq) if int(batch.offsets[r]) < 0 else (max(featured) + 1 if featured else block_start - 1)
+        infer.reset()
+        infer.set_features(taps[:known])
+        if block_start:
+            infer.write_blocks(seq[:block_start])
+        if int(batch.offsets[r]) < 0:
+            expected = infer.write_blocks(seq[block_start: block_start + 8])[0]
+        else:
+            expected = infer.denoise([int(batch.input_ids[b, i]) for i in block_rows], [position - block_start + 1])[0]
+        assert torch.allclose(train_logits[r], expected, atol=1e-4), (r, position)
+    model.export(tmp_path / "cond", "tiny", block_size=8)
+    loaded = load_block_diffusion_drafter(str(tmp_path / "cond"), target_model=target, dtype=torch.float32)
+    assert isinstance(loaded, ConditionedBlockLM) and loaded.feature_layers == (0, 1, 2)
+    fresh = ConditionedTrainee(target, [0, 2], mask_token_id=VOCAB, feature_layers=(0, 1, 2))
+    fresh.load_exported(tmp_path / "cond")
+    assert torch.allclose(fresh.fusion.fuse.weight, model.fusion.fuse.weight.to(torch.bfloat16).float())

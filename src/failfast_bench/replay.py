@@ -12,10 +12,14 @@ whole draft, so it needs up to the config's longest possible draft + 1 more toke
 also keeps the one token the target picks after its first stop token, which is the bonus token of a round
 whose draft ends with that stop token.
 
+Drafters that read the target's hidden states (EAGLE-3, the target-conditioned block drafter) get them from
+one target forward per question over prompt + continuation (every round's context is a prefix of it): the
+same taps verification computes, up to floating-point summation order, so a replayed draft can in rare
+near-ties differ from the live one (the output cannot: it is the continuation).
+
 What replay cannot give: the target's argmax past the first rejected draft token (a live verifier records
-it, replay records the accepted prefix and the correction only), target hidden states (EAGLE-3 cannot
-replay), and wall-clock speedups (the drafter still runs, the target does not: the measured speedup is
-NaN; modeled speedups are exact).
+it, replay records the accepted prefix and the correction only), and wall-clock speedups (the drafter
+still runs, the target does not: the measured speedup is NaN; modeled speedups are exact).
 
 Sampling (``run.temperature > 0``): the target's verdicts are then random draws against the drafter's own
 random draft, not a fixed continuation, so a sampled trace can be re-priced (``failfast_bench.report`` prices
@@ -33,7 +37,7 @@ import torch
 
 from .assets import cache_root
 from .config import ConfigError
-from .drafters.base import STOP_EMPTY, Draft, Drafter, Verdict
+from .drafters.base import STOP_EMPTY, Draft, Verdict
 from .trace import write_json
 from .verify import ForwardTimer
 
@@ -48,19 +52,6 @@ def check_replayable(cfg) -> None:
         raise ConfigError(
             f"run.replay=true needs run.temperature=0 (got {temperature:g}): at T > 0 verdicts are random draws, not a "
             f"cached greedy continuation, so a sampled trace can be re-priced (python -m failfast_bench.report) but not re-scored"
-        )
-    if cfg.drafter.name == "eagle3":
-        raise ConfigError(
-            "run.replay=true cannot score drafter=eagle3: EAGLE-3 drafts from the target's hidden states, "
-            "which a replayed trace does not have; run it live (run.replay=false)"
-        )
-
-
-def check_replayable_drafter(drafter: Drafter) -> None:
-    if tuple(getattr(drafter, "target_feature_layers", ()) or ()):
-        raise ConfigError(
-            f"run.replay=true cannot score drafter {drafter.name!r}: it needs target hidden states "
-            f"(layers {tuple(drafter.target_feature_layers)}), which replay does not compute; run it live"
         )
 
 
@@ -173,10 +164,15 @@ class ReplayVerifier:
     fed, so latency models price a replayed round exactly like a live one.
     """
 
-    def __init__(self, continuation_of: Callable[[Sequence[int]], Sequence[int]], device=None):
+    def __init__(self, continuation_of: Callable[[Sequence[int]], Sequence[int]], device=None,
+                 features_of: Optional[Callable[[Sequence[int]], torch.Tensor]] = None, feature_layers: Sequence[int] = ()):
         self.continuation_of = continuation_of
         self.device = torch.device(device) if device is not None else torch.device("cpu")
-        self.feature_layers: tuple[int, ...] = ()
+        # Drafters reading target taps: ``features_of(ids)`` gives the taps of every position of ids.
+        self.feature_layers = tuple(feature_layers)
+        self.features_of = features_of
+        self._taps: Optional[torch.Tensor] = None
+        self._prompt_len = 0
         self.timer = ForwardTimer()
         self.continuation: list[int] = []
         self.position = 0  # output tokens committed so far = index of the target's next choice
@@ -188,7 +184,19 @@ class ReplayVerifier:
             raise ValueError("empty prompt")
         self.continuation = [int(t) for t in self.continuation_of(prompt_ids)]
         self.position = 0
-        return None
+        self._prompt_len = len(prompt_ids)
+        if not self.feature_layers:
+            return None
+        self._taps = self.features_of(list(prompt_ids) + self.continuation)
+        return self._taps[: len(prompt_ids) - 1] if len(prompt_ids) > 1 else None
+
+    def _hidden(self, accepted: int) -> Optional[torch.Tensor]:
+        """Taps of the round's last context token and the ``accepted`` tokens after it (what a live
+        verification returns)."""
+        if self._taps is None:
+            return None
+        ell = self._prompt_len + self.position
+        return self._taps[ell - 1 : ell + accepted]
 
     def _target_at(self, index: int) -> int:
         if index >= len(self.continuation):
@@ -212,6 +220,7 @@ class ReplayVerifier:
             next_token=next_token,
             target_tokens=self.continuation[self.position : self.position + n + 1],
             bonus=n == len(tokens),
+            hidden_states=self._hidden(n),
         )
         self.last_verified_tokens = len(tokens) + 1
         self.position += n + 1
@@ -240,6 +249,7 @@ class ReplayVerifier:
             target_tokens=self.continuation[self.position : self.position + len(path) + 1],
             bonus=len(path) > 0 and not children.get(path[-1]),
             accepted_path=path,
+            hidden_states=self._hidden(len(path)),
         )
         self.last_verified_tokens = len(tokens) + 1
         self.position += len(path) + 1

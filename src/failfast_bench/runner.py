@@ -356,10 +356,12 @@ class Runner:
         continuations: dict = {}
         continuation_store = None
         if self.replay:
-            from .replay import ContinuationStore, ReplayVerifier, check_replayable_drafter
+            from .replay import ContinuationStore, ReplayVerifier
 
-            check_replayable_drafter(drafter)
-            verifier = ReplayVerifier(lambda prompt: continuations[tuple(prompt)], device=vanilla_verifier.device)
+            taps = tuple(getattr(drafter, "target_feature_layers", ()) or ())
+            verifier = ReplayVerifier(lambda prompt: continuations[tuple(prompt)], device=vanilla_verifier.device,
+                                      features_of=TargetVerifier(target, feature_layers=taps).sequence_features if taps else None,
+                                      feature_layers=taps)
             continuation_store = ContinuationStore(target_id)
         else:
             verifier = TargetVerifier(target, feature_layers=getattr(drafter, "target_feature_layers", ()),

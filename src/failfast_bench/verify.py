@@ -216,6 +216,18 @@ class TargetVerifier:
         feats = torch.cat(taps, dim=-1)
         return feats if rows is None else feats[rows]
 
+    @torch.inference_mode()
+    def sequence_features(self, ids: Sequence[int]) -> torch.Tensor:
+        """Tap features of every position of ``ids`` from one forward without a cache (replay hands a
+        drafter the taps verification would have computed; equal up to floating-point summation order)."""
+        if not self.feature_layers:
+            raise ValueError("sequence_features needs a verifier built with feature_layers")
+        from .models import input_device
+
+        out = self.model(input_ids=torch.tensor([list(ids)], device=input_device(self.model)), output_hidden_states=True, use_cache=False,
+                         logits_to_keep=1)
+        return self._features(out)
+
     @property
     def sampling(self) -> bool:
         return not getattr(self.acceptance, "greedy", True)

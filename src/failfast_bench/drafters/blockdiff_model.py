@@ -169,6 +169,11 @@ class BlockDiffusionLM:
             out = torch.where(is_mask[..., None], self.mask_embedding.to(out.dtype), out)
         return out.to(self.dtype)
 
+    def _input_embeds(self, ids: torch.Tensor, start: int) -> torch.Tensor:
+        """Input rows for ``ids`` [rows, n] placed at positions start .. start+n-1 (a conditioned drafter adds
+        the target's features here)."""
+        return self.embed_ids(ids)
+
     def _run(self, tokens: Sequence[int], mask: Optional[torch.Tensor]) -> torch.Tensor:
         """Run ``tokens`` at the cache end (KV appended to the cache); return final hidden states [n, H].
 
@@ -183,7 +188,7 @@ class BlockDiffusionLM:
         """Run equally long token rows at positions [start, start + n) over ``cache``; hidden states [rows, n, H]."""
         ids = torch.tensor([list(r) for r in rows], dtype=torch.long, device=self.device)
         positions = torch.arange(start, start + ids.shape[1], device=self.device)[None].expand(ids.shape[0], -1)
-        kwargs = dict(inputs_embeds=self.embed_ids(ids), position_ids=positions, past_key_values=cache, use_cache=True)
+        kwargs = dict(inputs_embeds=self._input_embeds(ids, start), position_ids=positions, past_key_values=cache, use_cache=True)
         if mask is not None:
             return self.body(attention_mask=mask, **kwargs).last_hidden_state
         config = self.body.config
@@ -387,6 +392,11 @@ def load_project_drafter(
     mask_vec = state.pop(MASK_EMBEDDING_KEY, None)
     if mask_vec is None:
         raise ConfigError(f"{directory}/model.safetensors has no {MASK_EMBEDDING_KEY!r} tensor")
+    from .conditioned_model import FEATURE_FUSE_KEY, FEATURE_NORM_KEY
+
+    fusion_state = {k: state.pop(k) for k in (FEATURE_NORM_KEY, FEATURE_FUSE_KEY) if k in state}
+    if meta.get("feature_layers") and len(fusion_state) != 2:
+        raise ConfigError(f"{directory} is a target-conditioned drafter but model.safetensors lacks {FEATURE_NORM_KEY}/{FEATURE_FUSE_KEY}")
     missing, unexpected = body.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith("embed_tokens") and "rotary_emb" not in k]
     if missing or unexpected:
@@ -399,10 +409,7 @@ def load_project_drafter(
             f"this drafter was trained for target {meta.get('target')!r}"
         )
     mask_id = mask_token_id if mask_token_id is not None else int(meta["mask_token_id"])
-    return BlockDiffusionLM(
-        body,
-        embed,
-        borrowed_head(target_model, dtype, device),
+    common = dict(
         block_size=int(meta.get("block_size", 32)),
         mask_token_id=mask_id,
         mask_embedding=mask_vec.to(device=device, dtype=dtype),
@@ -410,6 +417,19 @@ def load_project_drafter(
         layout="project",
         source=str(directory),
     )
+    head = borrowed_head(target_model, dtype, device)
+    if meta.get("feature_layers"):
+        from .conditioned_model import ConditionedBlockLM, fusion_from_state
+
+        layers = [int(i) for i in meta["feature_layers"]]
+        depth = int(getattr(target_model.config, "num_hidden_layers", 0) or 0)
+        if depth and any(not 0 <= i < depth for i in layers):
+            raise ConfigError(f"{directory} reads target layers {layers}, but the target has {depth} layers; it was trained for {meta.get('target')!r}")
+        fusion = fusion_from_state(fusion_state, config.hidden_size, dtype, device)
+        if fusion.fuse.weight.shape[1] != len(layers) * config.hidden_size:
+            raise ConfigError(f"{directory}: {FEATURE_FUSE_KEY} expects {fusion.fuse.weight.shape[1]} feature columns, not {len(layers)} taps x {config.hidden_size}")
+        return ConditionedBlockLM(body, embed, head, feature_layers=layers, fusion=fusion, **common)
+    return BlockDiffusionLM(body, embed, head, **common)
 
 
 def load_block_diffusion_drafter(
@@ -453,6 +473,7 @@ def save_project_drafter(
     target: str,
     dtype=torch.bfloat16,
     extra_meta: Optional[dict] = None,
+    extra_tensors: Optional[dict[str, torch.Tensor]] = None,
 ) -> Path:
     """Write the project layout: the trunk config + ``failfast_bench`` block, and only the trunk weights,
     final norm and mask embedding (token embeddings and LM head stay with the target)."""
@@ -477,6 +498,7 @@ def save_project_drafter(
         if not k.startswith("embed_tokens") and "rotary_emb" not in k
     }
     tensors[MASK_EMBEDDING_KEY] = mask_embedding.detach().to(dtype).reshape(-1).contiguous()
+    tensors.update({k: v.detach().to(dtype).contiguous() for k, v in (extra_tensors or {}).items()})
     save_file(tensors, str(directory / "model.safetensors"))
     (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     return directory

@@ -171,7 +171,11 @@ class BlockDiffusionDrafter(Drafter):
         self.block_size = int(model.block_size)
         if self.block_size % sub_block_size:
             raise ValueError(f"block size {self.block_size} is not a multiple of sub-block size {sub_block_size}")
-        kv = kv_policy or ("exact" if reuse_kv else "off")
+        # A target-conditioned model (drafters/conditioned_model.py) reads the target's taps of the context.
+        self.target_feature_layers = tuple(getattr(model, "feature_layers", ()) or ())
+        # Its cache-update blocks hold draft rows without features, so they are re-written (with features)
+        # once verified: "crop" re-writes only those blocks, "exact" would re-prefill the whole context.
+        kv = kv_policy or (("crop" if self.target_feature_layers else "exact") if reuse_kv else "off")
         if kv not in KV_POLICIES:
             raise ValueError(f"kv_policy={kv!r}; valid: {', '.join(KV_POLICIES)}")
         self.theta = float(theta)
@@ -233,6 +237,15 @@ class BlockDiffusionDrafter(Drafter):
 
     def observe(self, draft: Draft, verdict: Verdict) -> None:
         self.policy.observe(draft, verdict)
+        if self.target_feature_layers:
+            if verdict.hidden_states is None:
+                raise RuntimeError("a target-conditioned drafter needs the verifier's tap features (TargetVerifier(feature_layers=...))")
+            # Rows: the round's last context token (position ℓ-1), then the accepted draft tokens.
+            self.model.extend_features(int(draft.extra["ell"]) - 1, verdict.hidden_states)
+
+    def observe_prompt_features(self, features) -> None:
+        """Target taps of prompt[:-1] (the engine hands them over after the verifier's prefill)."""
+        self.model.set_features(features)
 
     # -- model calls -----------------------------------------------------------------------------
     def _timed(self, fn, *args, **kwargs):
@@ -341,6 +354,10 @@ class BlockDiffusionDrafter(Drafter):
         B = self.block_size
         ell = len(context)
         ell0 = ell // B * B
+        if self.target_feature_layers:
+            valid = self.model.valid_cache_rows // B * B  # blocks written before their features were known go
+            if len(self._cache_tokens) > valid:
+                self._drop_cache_after(valid)
         cached = len(self._cache_tokens)
         aligned = ell0 == ell  # the token at ℓ comes from a cache-writing pass, not from denoising
         if self.kv_policy == "exact" and cached == ell0 and (not aligned or self.boundary_reuse):
@@ -448,6 +465,7 @@ class BlockDiffusionDrafter(Drafter):
             reported_len=window if len(tokens) < window else None,
             recorded_confidences=self._recorded(st),
             extra={
+                "ell": st.ell,
                 "window": window,
                 "kv_reused": st.kv_reused,
                 "stale_kv": st.stale_kv,

@@ -114,7 +114,7 @@ def build_recipe(cfg, model, tokenizer, stops):
     r = cfg.recipe
     layers = resolve_layers(r.init_layers, int(r.num_layers), int(model.config.num_hidden_layers))
     eval_settings = _eval_settings(cfg, stops)
-    if r.name == "dllm":
+    if r.name in ("dllm", "dllm_cond"):
         from .dllm_recipe import DllmRecipe, DllmSettings
 
         settings = DllmSettings(
@@ -122,6 +122,16 @@ def build_recipe(cfg, model, tokenizer, stops):
             noisy_copies=int(r.noisy_copies), aligned_fraction=float(r.aligned_fraction), far_weight=float(r.far_weight),
             block_end_weight=float(r.block_end_weight), distill_weight=float(r.distill_weight), max_len=int(r.max_len),
         )
+        if r.name == "dllm_cond":
+            from ..drafters.eagle3_head import default_tap_layers
+            from .conditioned_recipe import ConditionedDllmRecipe
+
+            depth = int(model.config.num_hidden_layers)
+            taps = [int(i) for i in r.feature_layers] if r.get("feature_layers") else list(default_tap_layers(depth))
+            if any(not 0 <= i < depth - 1 for i in taps):
+                # The last layer's output reaches the verifier only after the final norm: never tap it.
+                raise ValueError(f"recipe.feature_layers={taps}: taps must be target layers 0..{depth - 2}")
+            return ConditionedDllmRecipe(model, cfg.target.name, layers, settings, eval_settings, taps), layers
         return DllmRecipe(model, cfg.target.name, layers, settings, eval_settings), layers
     if r.name == "ar":
         from .ar_recipe import ArRecipe, ArSettings
@@ -241,7 +251,7 @@ def stage_ship(cfg):
     shutil.copytree(export, tmp)
     if cfg.recipe.name != "eagle3":  # the EAGLE-3 export already holds its model card
         write_model_card(tmp, run_dir / "log.jsonl", data_stats=stats)
-    if cfg.recipe.name == "dllm" and cfg.recipe.get("draft_vocab_size"):
+    if cfg.recipe.name in ("dllm", "dllm_cond") and cfg.recipe.get("draft_vocab_size"):
         _write_draft_vocab(cfg, tmp)
     if cfg.ship_int8:
         from ..drafters.weight_files import pack_file
@@ -304,11 +314,13 @@ def stage_eval(cfg):
     ship_dir = _path(cfg.ship_dir)
     examples = heldout_examples(_heldout_store(cfg), int(cfg.eval.examples))
     settings = _eval_settings(cfg, stops)
-    if cfg.recipe.name == "dllm":
+    if cfg.recipe.name in ("dllm", "dllm_cond"):
         from ..drafters.blockdiff_model import load_block_diffusion_drafter
+        from .eagle3 import tap_features
 
         lm = load_block_diffusion_drafter(str(ship_dir), target_model=model, dtype=model.dtype, device=device, target_name=cfg.target.name)
-        metrics = evaluate_block_diffusion(lm, examples, settings)
+        taps = getattr(lm, "feature_layers", ())
+        metrics = evaluate_block_diffusion(lm, examples, settings, taps_of=lambda seq: tap_features(model, [seq], taps)[0] if taps else None)
     else:
         from ..drafters.shared_trunk import load_shared_trunk_lm
 

@@ -35,6 +35,10 @@ class LossBatch:
     weights: torch.Tensor  # [N]
     offsets: torch.Tensor  # [N]
     soft: SoftTargets
+    # Target-conditioned recipes: per row, the position of the clean sequence whose target taps it reads
+    # (-1 = none), and each example's clean sequence (the target forward's input).
+    feature_index: Optional[torch.Tensor] = None  # [B, L] long
+    sequences: Optional[list] = None
 
     @property
     def num_targets(self) -> int:
@@ -42,8 +46,9 @@ class LossBatch:
 
     @classmethod
     def pack(cls, rows: Sequence[tuple], pad_id: int, attention_rule: Callable) -> "LossBatch":
-        """``rows``: (example, seq, response start, tokens, positions, kind, block, group, targets)
-        with targets = [(source row, absolute position, weight, offset)]."""
+        """``rows``: (example, seq, response start, tokens, positions, kind, block, group, targets[, feature rows])
+        with targets = [(source row, absolute position, weight, offset)] and feature rows = per token, the
+        index into ``seq`` of the target taps it reads, or -1 (conditioned recipes only)."""
         if not rows:
             raise ValueError("empty batch: no example has a response token inside max_len")
         width = max(len(r[3]) for r in rows)
@@ -53,8 +58,13 @@ class LossBatch:
         attention = np.zeros((n, 1, width, width), dtype=bool)
         src, labels, weights, offsets, soft_ids, soft_p = [], [], [], [], [], []
         k = max((r[0].topk_ids.shape[1] for r in rows if r[0].topk_ids is not None), default=1)
-        for i, (ex, seq, start, tokens, positions, kind, block, group, targets) in enumerate(rows):
+        with_features = all(len(r) > 9 for r in rows)
+        feature_index = np.full((n, width), -1, dtype=np.int64) if with_features else None
+        for i, row_fields in enumerate(rows):
+            ex, seq, start, tokens, positions, kind, block, group, targets = row_fields[:9]
             m = len(tokens)
+            if with_features:
+                feature_index[i, :m] = row_fields[9]
             ids[i, :m] = tokens
             pos[i, :m] = positions
             kind_a = np.full(width, KIND_PAD, dtype=np.int64)
@@ -93,6 +103,8 @@ class LossBatch:
             weights=torch.tensor(weights, dtype=torch.float32),
             offsets=torch.tensor(offsets, dtype=torch.long),
             soft=SoftTargets(torch.from_numpy(np.stack(soft_ids)), torch.from_numpy(np.stack(soft_p))),
+            feature_index=None if feature_index is None else torch.from_numpy(feature_index),
+            sequences=[list(r[1]) for r in rows] if with_features else None,
         )
 
     def loss(self, logits: torch.Tensor, distill_weight: float) -> dict:
@@ -124,6 +136,8 @@ def to_device(batch: LossBatch, device) -> LossBatch:
         batch.weights.to(device),
         batch.offsets.to(device),
         SoftTargets(batch.soft.ids.to(device), batch.soft.probs.to(device)),
+        None if batch.feature_index is None else batch.feature_index.to(device),
+        batch.sequences,
     )
 
 

@@ -29,7 +29,7 @@ def write_model_card(directory: Path, log_path: Optional[Path] = None, data_stat
         f"# {target} {KIND_TITLES.get(meta.get('kind'), meta.get('kind', 'drafter'))}",
         "",
         f"Trained by `python -m failfast_bench.train recipe={recipe} target={target}` (see `make drafters`). "
-        f"Loaded by the benchmark with no extra setup (`drafter={'failfast|dllm' if recipe == 'dllm' else 'ar'}` default for target `{target}`).",
+        f"Loaded by the benchmark as `drafter.model=shipped:{directory.name}` (`drafter={'failfast|dllm' if recipe.startswith('dllm') else 'ar'}`).",
         "",
         "## What it is",
         "",
@@ -43,6 +43,12 @@ def write_model_card(directory: Path, log_path: Optional[Path] = None, data_stat
         lines.append(
             f"- Block diffusion: block size {meta.get('block_size')}, mask id {meta.get('mask_token_id')} (past the target's vocabulary; "
             "its embedding is `mask_embedding`), block-causal attention, token shift (row i-1 predicts position i)."
+        )
+    if meta.get("feature_layers"):
+        lines.append(
+            f"- Target-conditioned: a context row p adds a projection of the target's outputs of layers {meta['feature_layers']} at "
+            "position p-1 (RMSNorm over the concatenated taps, then a linear map to the hidden size: `feature_norm`, `feature_fuse`); "
+            "draft and mask rows get none. The verifier computes those taps anyway (`drafters/conditioned_model.py`)."
         )
     lines += [
         "",

@@ -117,8 +117,20 @@ def _sample_prefix(rng: random.Random, s: DllmSettings) -> int:
     return p
 
 
-def build_dllm_batch(examples: Sequence[Example], s: DllmSettings, rng: random.Random, mask_token_id: int) -> LossBatch:
-    """Pack examples into one forward: clean sequences + noisy blocks, block-structured attention."""
+def _frontier(rng: random.Random, block_start: int, prefix: int, response_start: int) -> int:
+    """Where the verified context ends inside a noisy block's clean prefix (conditioned recipe): rows left
+    of it are context, the rest of the prefix are the drafter's own earlier commits of the round."""
+    end = block_start + prefix
+    if rng.random() < 0.5:
+        return end
+    return rng.randint(min(max(response_start, block_start), end), end)
+
+
+def build_dllm_batch(examples: Sequence[Example], s: DllmSettings, rng: random.Random, mask_token_id: int, with_features: bool = False) -> LossBatch:
+    """Pack examples into one forward: clean sequences + noisy blocks, block-structured attention.
+
+    ``with_features``: each row also gets the index of the target taps it reads (conditioned recipe; see
+    :mod:`.conditioned_recipe`), drawn with extra random numbers only then, so plain batches are unchanged."""
     B, b = s.block_size, s.sub_block_size
     rows = []
     for ex in examples:
@@ -129,6 +141,7 @@ def build_dllm_batch(examples: Sequence[Example], s: DllmSettings, rng: random.R
         n_blocks = -(-length // B)
         clean = seq + [mask_token_id] * (n_blocks * B - length)
         tokens, positions, kind, block, group = list(clean), list(range(n_blocks * B)), [0] * (n_blocks * B), [i // B for i in range(n_blocks * B)], [-1] * (n_blocks * B)
+        features = [p - 1 if 1 <= p < length else -1 for p in range(n_blocks * B)]
         targets: list[tuple[int, int, float, int]] = []  # (source row, absolute position, weight, offset in pass)
         # Clean block ends predict the next block's first token (the cache-update pass).
         if s.block_end_weight > 0:
@@ -148,6 +161,9 @@ def build_dllm_batch(examples: Sequence[Example], s: DllmSettings, rng: random.R
                 block_tokens = clean[j * B: j * B + p] + [mask_token_id] * (B - p)
                 tokens.extend(block_tokens)
                 positions.extend(range(j * B, (j + 1) * B))
+                if with_features:
+                    ell = _frontier(rng, j * B, p, start)
+                    features.extend(j * B + q - 1 if j * B + q < ell and j * B + q >= 1 else -1 for q in range(B))
                 kind.extend([1] * B)
                 block.extend([j] * B)
                 group.extend([next_group] * B)
@@ -157,7 +173,7 @@ def build_dllm_batch(examples: Sequence[Example], s: DllmSettings, rng: random.R
                     weight = 1.0 if q < sub_end else s.far_weight
                     if weight > 0:
                         targets.append((base + q - 1, j * B + q, weight, q - p))
-        rows.append((ex, seq, start, tokens, positions, kind, block, group, targets))
+        rows.append((ex, seq, start, tokens, positions, kind, block, group, targets) + ((features,) if with_features else ()))
     return LossBatch.pack(rows, pad_id=mask_token_id, attention_rule=_dllm_attention)
 
 

@@ -18,7 +18,7 @@ guesses, since an AR drafter's context equals the truth until its first mistake)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -56,19 +56,30 @@ def _points(ex: Example, k: int, block_size: int) -> list[int]:
 
 
 @torch.no_grad()
-def evaluate_block_diffusion(lm, examples: Sequence[Example], s: EvalSettings) -> dict:
-    """``lm``: a :class:`~failfast_bench.drafters.blockdiff_model.BlockDiffusionLM` (any dtype)."""
+def evaluate_block_diffusion(lm, examples: Sequence[Example], s: EvalSettings, taps_of: Optional[Callable] = None) -> dict:
+    """``lm``: a :class:`~failfast_bench.drafters.blockdiff_model.BlockDiffusionLM` (any dtype).
+
+    A target-conditioned ``lm`` needs ``taps_of(seq)``: the target's taps of every position of ``seq``
+    (a held-out response is the target's greedy output, so one forward gives what verification would)."""
     from ..drafters.base import Verdict
     from ..drafters.dllm import FailFastDrafter
 
+    conditioned = bool(getattr(lm, "feature_layers", ()))
+    if conditioned and taps_of is None:
+        raise ValueError("a target-conditioned drafter is evaluated with the target's taps (taps_of)")
     B = lm.block_size
     top1, accepted, conf_first, pos_acc = [], [], [], np.zeros(B)
     pos_n = np.zeros(B)
-    for ex in examples:
+    taps = {}
+    for k, ex in enumerate(examples):
         seq = list(ex.prompt_ids) + list(ex.response_ids)
+        if conditioned:
+            taps[k] = taps_of(seq)
         for ell in _points(ex, s.points_per_example, B):
             block_start = ell // B * B
             lm.reset()
+            if conditioned:
+                lm.set_features(taps[k][: ell - 1])
             if block_start:
                 lm.write_blocks(seq[:block_start])
             block = seq[block_start:ell] + [lm.mask_token_id] * (block_start + B - ell)
@@ -89,9 +100,11 @@ def evaluate_block_diffusion(lm, examples: Sequence[Example], s: EvalSettings) -
     lm.reset()
     drafter = FailFastDrafter(lm, theta=s.theta, tau=s.tau, n=s.n, n_max=s.n_max, sub_block_size=s.sub_block_size, budget=s.budget, stop_ids=tuple(s.stop_ids))
     rounds, produced, passes, drafted = 0, 0, 0, 0
-    for ex in examples:
+    for k, ex in enumerate(examples):
         prompt, response = list(ex.prompt_ids), list(ex.response_ids)[: s.sim_tokens]
         drafter.start(prompt)
+        if conditioned:
+            drafter.observe_prompt_features(taps[k][: len(prompt) - 1])
         pos = 0
         while pos < len(response):
             draft = drafter.propose(prompt + response[:pos])
@@ -100,7 +113,9 @@ def evaluate_block_diffusion(lm, examples: Sequence[Example], s: EvalSettings) -
                 acc += 1
             gained = min(acc + 1, len(response) - pos)
             nxt = response[pos + acc] if pos + acc < len(response) else response[-1]
-            drafter.observe(draft, Verdict(acc, nxt, response[pos: pos + acc + 1], bonus=acc == len(draft.tokens)))
+            ell = len(prompt) + pos
+            hidden = taps[k][ell - 1: ell + acc] if conditioned else None
+            drafter.observe(draft, Verdict(acc, nxt, response[pos: pos + acc + 1], bonus=acc == len(draft.tokens), hidden_states=hidden))
             rounds += 1
             produced += gained
             passes += draft.total_passes
