@@ -16,6 +16,7 @@ from tiny_models import EOS, greedy_reference, tiny_model  # noqa: E402
 from failfast_bench.drafters.blockdiff_model import load_block_diffusion_drafter  # noqa: E402
 from failfast_bench.drafters.conditioned_model import ConditionedBlockLM, feature_rows  # noqa: E402
 from failfast_bench.drafters.dllm import DllmDrafter, FailFastDrafter  # noqa: E402
+from failfast_bench.drafters.prefix_tree import PrefixTreeDrafter  # noqa: E402
 from failfast_bench.engine import generate  # noqa: E402
 from failfast_bench.train.eagle3 import tap_features  # noqa: E402
 from failfast_bench.verify import TargetVerifier  # noqa: E402
@@ -39,6 +40,7 @@ DRAFTERS = {
     "failfast_clean": lambda m: FailFastDrafter(m, tau=0.3, mode="clean", stop_ids=(EOS,)),
     "failfast_exact": lambda m: FailFastDrafter(m, tau=0.0, kv_policy="exact", stop_ids=(EOS,)),
     "dllm": lambda m: DllmDrafter(m, spec_len=5, theta=0.9, stop_ids=(EOS,)),
+    "failfast_tree": lambda m: PrefixTreeDrafter(FailFastDrafter(m, tau=0.3, stop_ids=(EOS,)), k=2, threshold=0.6),
 }
 
 

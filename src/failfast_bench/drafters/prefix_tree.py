@@ -79,6 +79,11 @@ class PrefixTreeDrafter(Drafter):
         self.branch_passes = int(branch_passes)
         chain.keep_alternatives = self.k + 1  # the trunk's own token may be among the best k + 1
         self._trunk: Optional[Draft] = None
+        # A target-conditioned trunk reads the taps of every committed position, trunk or branch alike.
+        self.target_feature_layers = chain.target_feature_layers
+
+    def observe_prompt_features(self, features) -> None:
+        self.chain.observe_prompt_features(features)
 
     @property
     def timer(self):
