@@ -522,16 +522,23 @@ CASES = [
 ]
 
 
+def lossless_generations(target, drafter, max_new_tokens: int = 32):
+    """(prompt length, generation) for every PROMPT_LENGTHS prompt, each checked token for token against the
+    target's own greedy output."""
+    for n in PROMPT_LENGTHS:
+        prompt = prompt_of(n)
+        gen = generate(TargetVerifier(target), drafter, prompt, max_new_tokens, stop_ids=[EOS])
+        ref = greedy_reference(target, prompt, max_new_tokens)
+        assert gen.output_tokens[: len(ref)] == ref, (drafter.describe(), n)
+        yield n, gen
+
+
 @pytest.mark.parametrize("pair,kind", CASES)
 def test_lossless_end_to_end(pair, kind, request):
     target, directory = request.getfixturevalue(pair)
     model = load_block_diffusion_drafter(str(directory), target_model=target)
     drafter = DRAFTERS[kind](model)
-    for n in PROMPT_LENGTHS:
-        prompt = prompt_of(n)
-        gen = generate(TargetVerifier(target), drafter, prompt, 32, stop_ids=[EOS])
-        ref = greedy_reference(target, prompt, 32)
-        assert gen.output_tokens[: len(ref)] == ref, (kind, n)
+    for n, gen in lossless_generations(target, drafter):
         for r in gen.rounds:
             assert model.mask_token_id not in r.draft_tokens
             assert all(0 <= t < 96 for t in r.draft_tokens)
