@@ -47,6 +47,7 @@ def test_candidates_stop_at_the_mass_and_the_cap_and_skip_refused_ids():
     refused = probs.clone()
     refused[1] = -1.0  # the mask id, say
     assert [t for t, _ in candidates(refused, top_m=15, mass=0.8)] == [2, 3, 0, 4]
+    assert [t for t, _ in candidates(torch.full((5,), 0.2), top_m=2, mass=0.8)] == [0, 1]  # ties in id order, like argmax
     ids = torch.tensor([10, 11, 12, 13, 14])  # a draft vocabulary: rows are these token ids
     assert [t for t, _ in candidates(probs, top_m=15, mass=0.8, ids=ids)] == [11, 12]
 

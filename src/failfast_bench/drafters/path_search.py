@@ -55,12 +55,17 @@ def candidates(proposable: torch.Tensor, *, top_m: int, mass: float, ids: Option
     """One masked position's column: its most probable proposable tokens until their probability reaches
     ``mass``, at most ``top_m``. ``proposable`` holds the pass's probabilities with refused ids set below 0;
     ``ids`` maps rows to token ids (a draft vocabulary), ``None`` = rows are token ids."""
-    # A stable sort, not topk: equal probabilities keep id order, so the first candidate is torch.argmax's token.
-    values, rows = torch.sort(proposable.float(), descending=True, stable=True)
-    values, rows = values[: int(top_m)], rows[: int(top_m)]
+    proposable = proposable.float()
+    k = min(int(top_m), proposable.shape[-1])
+    values, rows = torch.topk(proposable, k)
+    if k < proposable.shape[-1] and values[-1] == values[0]:  # more ties at the top than candidates: rank them all
+        values, rows = torch.sort(proposable, descending=True, stable=True)
+        values, rows = values[:k], rows[:k]
+    # Equal probabilities in id order (topk leaves ties unordered), so the first candidate is torch.argmax's token.
+    ranked = sorted(zip(values.tolist(), rows.tolist()), key=lambda vr: (-vr[0], vr[1]))
     column: list[tuple[int, float]] = []
     reached = 0.0
-    for value, row in zip(values.tolist(), rows.tolist()):
+    for value, row in ranked:
         if value <= 0.0 and column:
             break  # refused or impossible tokens never widen the lattice
         token = int(ids[row]) if ids is not None else int(row)
