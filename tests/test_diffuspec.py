@@ -218,6 +218,17 @@ def test_config_variants_names_and_hashes(tmp_path):
     cfg("drafter=diffuspec", "drafter.cps=false", "run.temperature=1.0")
 
 
+def test_report_ranks_diffuspec_runs_apart_from_the_methods_they_modify():
+    from failfast_bench.report import _family
+
+    assert _family("dllm", {"policy": "adaptive", "cps": True}, False) == "diffuspec"
+    assert _family("dllm", {"policy": None, "cps": True}, False) == "diffuspec"
+    assert _family("dllm", {"policy": "adaptive"}, False) == "diffuspec"
+    assert _family("dllm", {"policy": None}, False) == "dllm"  # committed runs have no cps key
+    assert _family("failfast", {"cps": True}, False) == "failfast_cps"
+    assert _family("dllm", {"policy": "cost_aware"}, True) == "dllm_cost"
+
+
 # -- losslessness at T = 0 on tiny random models, live and replayed -------------------------------------
 VARIANTS = {
     "both": dict(policy="adaptive", cps=True),
