@@ -522,13 +522,24 @@ CASES = [
 ]
 
 
-def lossless_rounds(target, drafter, prompt_len: int, max_new_tokens: int) -> list:
-    """Decode ``prompt_of(prompt_len)`` with ``drafter``; assert the target's greedy output; return the rounds."""
+def _lossless_generation(target, drafter, prompt_len: int, max_new_tokens: int):
     prompt = prompt_of(prompt_len)
     gen = generate(TargetVerifier(target), drafter, prompt, max_new_tokens, stop_ids=[EOS])
     ref = greedy_reference(target, prompt, max_new_tokens)
-    assert gen.output_tokens[: len(ref)] == ref, (drafter.name, prompt_len)
-    return gen.rounds
+    assert gen.output_tokens[: len(ref)] == ref, (drafter.describe(), prompt_len)
+    return gen
+
+
+def lossless_rounds(target, drafter, prompt_len: int, max_new_tokens: int) -> list:
+    """Decode ``prompt_of(prompt_len)`` with ``drafter``; assert the target's greedy output; return the rounds."""
+    return _lossless_generation(target, drafter, prompt_len, max_new_tokens).rounds
+
+
+def lossless_generations(target, drafter, max_new_tokens: int = 32):
+    """(prompt length, generation) for every PROMPT_LENGTHS prompt, each checked token for token against the
+    target's own greedy output."""
+    for n in PROMPT_LENGTHS:
+        yield n, _lossless_generation(target, drafter, n, max_new_tokens)
 
 
 @pytest.mark.parametrize("pair,kind", CASES)
@@ -536,8 +547,8 @@ def test_lossless_end_to_end(pair, kind, request):
     target, directory = request.getfixturevalue(pair)
     model = load_block_diffusion_drafter(str(directory), target_model=target)
     drafter = DRAFTERS[kind](model)
-    for n in PROMPT_LENGTHS:
-        for r in lossless_rounds(target, drafter, n, 32):
+    for n, gen in lossless_generations(target, drafter):
+        for r in gen.rounds:
             assert model.mask_token_id not in r.draft_tokens
             assert all(0 <= t < 96 for t in r.draft_tokens)
             assert r.drafter_passes == r.passes_prefill + r.passes_denoise + r.passes_cache_update >= 1

@@ -80,9 +80,27 @@ class DrafterConfig:
     kv_policy: Optional[str] = None
     reuse_drafts: bool = False
     # dllm only: the length policy that stops a draft (drafters/length_policies/). null = the family's own rule
-    # (spec_len for dllm); "cost_aware" widens by n up to n_max while the expected gain pays for the extension
-    # under the run's hardware profile. Hashed only when set, so earlier runs keep their directories.
+    # (spec_len for dllm; "fixed" names it explicitly and hashes like null); "cost_aware" widens by n up to n_max
+    # while the expected gain pays for the extension under the run's hardware profile; "adaptive" is DiffuSpec's ADL.
+    # This and every key below up to the EAGLE-3 ones are hashed only when set, so earlier runs keep their directories.
     policy: Optional[str] = None
+    # policy=adaptive: DiffuSpec's adaptive draft length (drafters/length_policies/adaptive.py): the next length is
+    # clip(floor(EMA of generated length) + delta if EMA accepted >= EMA generated, adl_k_min, adl_k_max), EMAs
+    # with weight adl_rho on the newest round. Defaults are the paper's (Appendix A).
+    adl_k_min: int = 20
+    adl_k_max: int = 30
+    adl_delta: int = 10
+    adl_rho: float = 0.5
+    # dllm and failfast: DiffuSpec's causal-consistency path search (drafters/path_search.py): each denoising pass
+    # takes the best left-to-right path through its per-position candidates (the top tokens up to probability
+    # cps_mass, at most cps_top_m) by beam search (width cps_beam), scored cps_weight x drafter log-probability +
+    # (1 - cps_weight) x a cps_order-gram proxy counted over the committed context. T = 0 only. Paper defaults.
+    cps: bool = False
+    cps_beam: int = 3
+    cps_top_m: int = 15
+    cps_mass: float = 0.8
+    cps_weight: float = 0.5
+    cps_order: int = 3
     # EAGLE-3: chain of spec_len tokens, or an EAGLE-2 style dynamic tree.
     # dllm / failfast: tree=true branches the chain into a confidence-guided prefix tree (drafters/prefix_tree.py):
     # tree_k alternative tokens at the first position whose confidence is below tree_threshold, each re-drafted
@@ -219,6 +237,8 @@ class RunConfig:
 
 
 DRAFTER_NAMES = ("vanilla", "ar", "dllm", "failfast", "eagle3")
+# drafter.policy values (dllm): null and "fixed" both mean spec_len.
+POLICIES = (None, "fixed", "adaptive", "cost_aware")
 DATASET_NAMES = ("gsm8k", "humaneval", "mt_bench", "math500", "aime", "gpqa")
 TEMPLATES = ("math", "code", "mt_bench", "gpqa", "chat")
 
@@ -268,8 +288,18 @@ def validate(cfg: Any) -> None:
     _check(d.budget >= 1, f"drafter.budget={d.budget} must be >= 1")
     _check(d.mode in ("faithful", "clean"), f"drafter.mode={d.mode!r}; valid: faithful, clean")
     policy = getattr(d, "policy", None)
-    _check(policy in (None, "cost_aware"), f"drafter.policy={policy!r}; valid: null, cost_aware")
+    _check(policy in POLICIES, f"drafter.policy={policy!r}; valid: null, {', '.join(p for p in POLICIES if p)}")
     _check(policy is None or d.name == "dllm", f"drafter.policy={policy} applies to drafter=dllm, not {d.name}")
+    if policy == "adaptive":
+        _check(1 <= d.adl_k_min <= d.adl_k_max, f"drafter.adl_k_min={d.adl_k_min} and adl_k_max={d.adl_k_max} need 1 <= adl_k_min <= adl_k_max")
+        _check(d.adl_k_max <= d.budget, f"drafter.adl_k_max={d.adl_k_max} exceeds drafter.budget={d.budget}: no draft can be that long")
+        _check(d.adl_delta >= 0, f"drafter.adl_delta={d.adl_delta} must be >= 0")
+        _check(0.0 < d.adl_rho <= 1.0, f"drafter.adl_rho={d.adl_rho} is outside (0, 1]")
+    if getattr(d, "cps", False):
+        _check(d.name in ("dllm", "failfast"), f"drafter.cps=true applies to dllm and failfast, not {d.name}")
+        _check(d.cps_beam >= 1 and d.cps_top_m >= 1 and d.cps_order >= 1, "drafter.cps_beam, cps_top_m and cps_order must be >= 1")
+        _check(0.0 < d.cps_mass <= 1.0, f"drafter.cps_mass={d.cps_mass} is outside (0, 1]")
+        _check(0.0 <= d.cps_weight <= 1.0, f"drafter.cps_weight={d.cps_weight} is outside [0, 1]")
     _check(d.kv_policy in (None, "exact", "crop", "off"), f"drafter.kv_policy={d.kv_policy!r}; valid: exact, crop, off")
     _check(d.depth >= 1 and d.top_k >= 1 and d.total_tokens >= 1, "drafter.depth, top_k, total_tokens must be >= 1")
     _validate_prefix_tree(d, float(getattr(run, "temperature", 0.0) or 0.0))
@@ -296,6 +326,11 @@ def validate(cfg: Any) -> None:
     _check(
         temperature > 0.0 or (top_p == 1.0 and top_k == 0),
         "run.top_p and run.top_k shape sampling and need run.temperature > 0 (at temperature 0 decoding is greedy)",
+    )
+    _check(
+        temperature == 0.0 or not getattr(d, "cps", False),
+        "drafter.cps=true needs run.temperature=0: a searched path token reads the candidates right of it, so it is "
+        "not drawn from any distribution speculative sampling could be given (drafters/path_search.py)",
     )
     _check(
         temperature == 0.0 or not (d.name == "failfast" and d.reuse_drafts),

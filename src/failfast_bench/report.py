@@ -50,18 +50,31 @@ def find_runs(roots: Iterable[Path]) -> list[Path]:
     return sorted(set(found))
 
 
+def _family(family: str, d: dict, cost: bool) -> str:
+    """The family a run's best config is picked within: the dynamic-length AR ablation, cost-aware stopping and
+    DiffuSpec (ADL and/or CPS on a dLLM drafter) each rank apart from the method they modify (as in the paper)."""
+    if family == "ar" and d.get("dynamic"):
+        return "ar_dynamic"
+    if cost:
+        return "dllm_cost"
+    if family == "dllm" and (d.get("policy") == "adaptive" or d.get("cps")):
+        return "diffuspec"
+    return family + "_cps" if d.get("cps") else family
+
+
 def _run_identity(run_dir: Path, summary: dict) -> dict:
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     d = cfg["drafter"]
     family = d["name"]
     cost = family == "dllm" and d.get("policy") == "cost_aware"  # length policy: widen by n up to n_max, no τ
     dllm_tree = family in ("dllm", "failfast") and bool(d.get("tree"))  # a prefix tree of diffusion drafts
+    adaptive = family == "dllm" and d.get("policy") == "adaptive"  # DiffuSpec's ADL: k from feedback, no spec_len
     applicable = {
         "theta": family in ("dllm", "failfast"),
         "tau": family == "failfast" or (family == "ar" and d.get("dynamic")),
         "n": family == "failfast" or (family == "ar" and d.get("dynamic")) or cost,
         "n_max": family == "failfast" or (family == "ar" and d.get("dynamic")) or cost,
-        "spec_len": (family in ("dllm", "eagle3") and not cost) or (family == "ar" and not d.get("dynamic")),
+        "spec_len": (family in ("dllm", "eagle3") and not (cost or adaptive)) or (family == "ar" and not d.get("dynamic")),
     }
     row = {
         "run_id": f"{summary['target']}/{summary['dataset']}/{run_dir.name}",
@@ -69,8 +82,7 @@ def _run_identity(run_dir: Path, summary: dict) -> dict:
         "target": summary["target"],
         "dataset": summary["dataset"],
         "drafter": family,
-        # The dynamic-length AR ablation is its own family when picking best configs (as in the paper).
-        "family": "ar_dynamic" if family == "ar" and d.get("dynamic") else ("dllm_cost" if cost else family) + ("_tree" if dllm_tree else ""),
+        "family": _family(family, d, cost) + ("_tree" if dllm_tree else ""),
         "config_name": summary["config_name"],
         "mode": d.get("mode") if family == "failfast" else None,
         "max_new_tokens": cfg["run"]["max_new_tokens"],

@@ -20,7 +20,7 @@ from typing import Any, Optional
 from omegaconf import OmegaConf
 
 from . import accuracy, trace, vanilla
-from .config import ConfigError, validate
+from .config import ConfigError, DrafterConfig, validate
 from .drafters import config_name, resolve_drafter_model
 from .drafters.draft_vocab import VOCAB_FILE
 from .latency import HardwareProfile, available_profiles, load_profile
@@ -32,12 +32,16 @@ _UNHASHED_RUN_KEYS = ("progress", "output_dir", "skip_if_complete", "threads", "
 # Options that never change what a run computes (how it reports or refuses), excluded from the hash.
 _UNHASHED_KEYS = (("dataset", "fallback"),)
 # Options added after runs were committed: at their default they leave the hash (and the run directory) as it was.
+_DIFFUSPEC_KEYS = ("adl_k_min", "adl_k_max", "adl_delta", "adl_rho", "cps", "cps_beam", "cps_top_m", "cps_mass", "cps_weight", "cps_order")
 _HASHED_ONLY_IF_SET = (
     ("drafter", "draft_vocab", False), ("drafter", "revision", None), ("drafter", "policy", None), ("dataset", "revision", None),
     ("run", "temperature", 0.0), ("run", "top_p", 1.0), ("run", "top_k", 0),
     ("drafter", "tree_k", 3), ("drafter", "tree_threshold", 0.5), ("drafter", "tree_branch_len", 8),
     ("drafter", "tree_branch_passes", 1),
+    *(("drafter", key, DrafterConfig.__dataclass_fields__[key].default) for key in _DIFFUSPEC_KEYS),
 )
+# Values that name the same experiment as another: hashed as the one they equal (drafter.policy=fixed is spec_len).
+_HASHED_AS = (("drafter", "policy", "fixed", None),)
 
 
 def _concrete_dtype_settings(container: dict) -> None:
@@ -82,6 +86,9 @@ def config_hash(cfg) -> str:
         container["run"]["measure_vanilla"] = vanilla.measures(container["run"]["measure_vanilla"])
     for group, key in _UNHASHED_KEYS:
         container.get(group, {}).pop(key, None)
+    for group, key, value, same in _HASHED_AS:
+        if container.get(group, {}).get(key, same) == value:
+            container[group][key] = same
     for group, key, default in _HASHED_ONLY_IF_SET:
         if container.get(group, {}).get(key, default) == default:
             container.get(group, {}).pop(key, None)

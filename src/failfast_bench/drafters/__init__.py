@@ -65,15 +65,18 @@ def config_name(d) -> str:
 def _chain_name(d) -> str:
     if d.name == "vanilla":
         return "vanilla"
-    vocab = "_dv" if getattr(d, "draft_vocab", False) else ""
+    # DiffuSpec's path search changes every drafted token: its own suffix, before the vocabulary's.
+    suffix = ("_cps" if getattr(d, "cps", False) else "") + ("_dv" if getattr(d, "draft_vocab", False) else "")
     if d.name == "failfast":
         base = f"dllm_{d.theta:g}_df_{d.tau:g}_{d.n_max}_{d.n}"
-        return (base if d.mode == "faithful" else base + "_clean") + vocab
-    if d.name == "dllm" and getattr(d, "policy", None) == "cost_aware":
-        base = f"dllm_{d.theta:g}_cost_{d.n_max}_{d.n}"
-        return (base if d.mode == "faithful" else base + "_clean") + vocab
+        return (base if d.mode == "faithful" else base + "_clean") + suffix
+    policy = getattr(d, "policy", None)
+    if d.name == "dllm" and policy in ("cost_aware", "adaptive"):
+        base = (f"dllm_{d.theta:g}_cost_{d.n_max}_{d.n}" if policy == "cost_aware"
+                else f"dllm_{d.theta:g}_adl_{d.adl_k_min}_{d.adl_k_max}_{d.adl_delta}")
+        return (base if d.mode == "faithful" else base + "_clean") + suffix
     if d.name == "dllm":
-        return f"dllm_{d.theta:g}_sf_{d.spec_len}" + vocab
+        return f"dllm_{d.theta:g}_sf_{d.spec_len}" + suffix
     if d.name == "ar":
         return f"ar_None_df_{d.tau:g}_{d.n_max}_{d.n}" if d.dynamic else f"ar_None_sf_{d.spec_len}"
     if d.name == "eagle3":

@@ -17,7 +17,9 @@ One drafting round (paper-reference §4.4), shared by both drafters:
 *What* is drafted (this module: passes, commits, confidences, KV) is separate from *when to stop*: the drafter
 composes a length policy (``drafters/length_policies/``) that it asks at every check. :class:`DllmDrafter`
 composes ``FixedLength`` and :class:`FailFastDrafter` ``FailFastPolicy``; any other policy goes through
-:class:`BlockDiffusionDrafter` directly.
+:class:`BlockDiffusionDrafter` directly. *What shape the draft takes* is a third, optional part: with a path
+search (``drafters/path_search.py``, DiffuSpec's CPS) each denoising pass takes its tokens from the best
+left-to-right path through the pass's candidate lattice instead of the per-position argmax.
 
 :class:`DllmDrafter` stops as soon as the first ``spec_len`` positions are committed.
 :class:`FailFastDrafter` starts with L = N and, at every check, (a) stops if any recorded confidence is
@@ -90,7 +92,9 @@ import torch
 from ..sampling import Sampling, draw, sampling_of
 from ..verify import ForwardTimer
 from .base import STOP_BUDGET, STOP_TOKEN, Draft, Drafter, Verdict
-from .length_policies import CostAware, FailFastPolicy, FixedLength, LengthPolicy, rejected_overlap  # noqa: F401 (re-exported)
+from .context_ngram import ContextNgram
+from .length_policies import AdaptiveLength, CostAware, FailFastPolicy, FixedLength, LengthPolicy, rejected_overlap  # noqa: F401 (re-exported)
+from .path_search import CausalPathSearch
 
 KV_POLICIES = ("exact", "crop", "off")
 MODES = ("faithful", "clean")
@@ -158,8 +162,12 @@ class BlockDiffusionDrafter(Drafter):
         mode: str = "faithful",
         boundary_reuse: Optional[bool] = None,
         sampling: Optional[Sampling] = None,
+        path_search: Optional[CausalPathSearch] = None,
     ):
         self.sampling = sampling
+        self.path_search = path_search
+        if path_search is not None and self.sampling_on:
+            raise ValueError("causal-consistency path search needs temperature 0 (drafters/path_search.py)")
         if mode not in MODES:
             raise ValueError(f"mode={mode!r}; valid: {', '.join(MODES)}")
         self.mode = mode
@@ -202,6 +210,8 @@ class BlockDiffusionDrafter(Drafter):
         self._cache_tokens = []
         self._boundary = {}
         self.policy.start()
+        if self.path_search is not None:
+            self.path_search.start()
 
     def describe(self) -> dict:
         info = {
@@ -218,6 +228,8 @@ class BlockDiffusionDrafter(Drafter):
         describe_model = getattr(self.model, "describe", None)
         if callable(describe_model):
             info["model"] = describe_model()
+        if self.path_search is not None:
+            info.update(self.path_search.describe())
         return {**info, **self.policy.describe()}
 
     # -- when to stop: the length policy ----------------------------------------------------------
@@ -252,45 +264,40 @@ class BlockDiffusionDrafter(Drafter):
         with self.timer.measure(self._device):
             return fn(*args, **kwargs)
 
-    def _pick(self, logits: torch.Tensor) -> tuple[list[int], list[float]]:
-        """Greedy token and its probability per row; the mask id and ids past the verifier's vocabulary
-        are never chosen (they still count in the softmax, as in the authors' code). With a draft
-        vocabulary the softmax and the choice run over its ids."""
+    def _proposable(self, logits: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Per row, the softmax with the ids a draft may not hold set to -1, and the token id of each column
+        (``None``: columns are token ids). The mask id and ids past the verifier's vocabulary are refused but
+        still count in the softmax, as in the authors' code; a draft vocabulary's rows are all proposable
+        (its softmax runs over them only)."""
         probs = torch.softmax(logits.float(), dim=-1)
         vocab_ids = getattr(self.model, "vocab_ids", None)
-        if vocab_ids is not None:  # a draft vocabulary: rows are its ids, all proposable (softmax over them only)
-            conf, rows = probs.max(dim=-1)
-            tokens = vocab_ids.index_select(0, rows)
-            return [int(t) for t in tokens.tolist()], [float(c) for c in conf.tolist()]
-        tokens = self._choice_scores(probs).argmax(dim=-1)
-        conf = probs.gather(-1, tokens[:, None])[:, 0]
-        return [int(t) for t in tokens.tolist()], [float(c) for c in conf.tolist()]
-
-    def _choice_scores(self, probs: torch.Tensor) -> torch.Tensor:
-        """``probs`` with the ids a draft may never hold (the mask id, ids past the verifier's vocabulary) at -1."""
-        choose = probs
+        if vocab_ids is not None:
+            return probs, vocab_ids
         vocab = probs.shape[-1]
         limit = getattr(self.model, "vocab_limit", None)
         if self.mask_token_id < vocab or (limit is not None and limit < vocab):
-            choose = probs.clone()
+            probs = probs.clone()
             if self.mask_token_id < vocab:
-                choose[:, self.mask_token_id] = -1.0
+                probs[:, self.mask_token_id] = -1.0
             if limit is not None and limit < vocab:
-                choose[:, limit:] = -1.0
-        return choose
+                probs[:, limit:] = -1.0
+        return probs, None
+
+    def _pick(self, logits: torch.Tensor) -> tuple[list[int], list[float]]:
+        """Greedy token and its probability per row (see :meth:`_proposable` for the ids never chosen)."""
+        choose, vocab_ids = self._proposable(logits)
+        rows = choose.argmax(dim=-1)
+        conf = choose.gather(-1, rows[:, None])[:, 0]
+        tokens = rows if vocab_ids is None else vocab_ids.index_select(0, rows)
+        return [int(t) for t in tokens.tolist()], [float(c) for c in conf.tolist()]
 
     def ranked(self, logits: torch.Tensor, k: int) -> list[list[tuple[int, float]]]:
         """Per row, the ``k`` most probable proposable (token, probability) pairs, best first (greedy drafting:
         the first pair is :meth:`_pick`'s choice up to ties)."""
-        probs = torch.softmax(logits.float(), dim=-1)
-        vocab_ids = getattr(self.model, "vocab_ids", None)
-        choose = probs if vocab_ids is not None else self._choice_scores(probs)
+        choose, vocab_ids = self._proposable(logits)
         top = torch.topk(choose, min(int(k), choose.shape[-1]), dim=-1)
         ids = top.indices if vocab_ids is None else vocab_ids[top.indices]
-        return [
-            [(int(t), float(p)) for t, p, ok in zip(row_ids, row_p, row_ok) if ok >= 0.0]
-            for row_ids, row_p, row_ok in zip(ids.tolist(), probs.gather(-1, top.indices).tolist(), top.values.tolist())
-        ]
+        return [[(int(t), float(p)) for t, p in zip(row_ids, row_p) if p >= 0.0] for row_ids, row_p in zip(ids.tolist(), top.values.tolist())]
 
     def _kept_alternatives(self, logits: torch.Tensor) -> list:
         return self.ranked(logits, self.keep_alternatives) if self.keep_alternatives else [None] * logits.shape[0]
@@ -401,11 +408,26 @@ class BlockDiffusionDrafter(Drafter):
             for i, tok, q_row in zip(chosen, drawn, q):
                 st.commit(masked[i], tok, confs[i], q_row)
             return
+        if self.path_search is not None:
+            tokens, confs = self._searched(st, masked, logits)
         best = max(range(len(confs)), key=confs.__getitem__)  # first maximum, like torch.argmax
         ranked = self._kept_alternatives(logits)
         for i, pos in enumerate(masked):
             if confs[i] > self.theta or i == best:
                 st.commit(pos, tokens[i], confs[i], ranked=ranked[i])
+
+    def _searched(self, st: _Round, masked: list[int], logits: torch.Tensor) -> tuple[list[int], list[float]]:
+        """CPS: the tokens of the best path through the active sub-block's lattice, each with the probability
+        the pass gave it (the commit rule then reads those; ``st.recorded`` keeps the argmax confidences)."""
+        b = self.sub_block_size
+        sub_start = masked[0] // b * b
+        proposable, vocab_ids = self._proposable(logits)
+        row_of = {pos: i for i, pos in enumerate(masked)}
+        columns = [self.path_search.column(proposable[row_of[p]], vocab_ids) if p in row_of else int(st.seq[p])
+                   for p in range(sub_start, sub_start + b)]
+        path = self.path_search.search(st.seq[:sub_start], columns)
+        tokens = [path[p - sub_start] for p in masked]
+        return tokens, [dict(columns[p - sub_start])[t] for p, t in zip(masked, tokens)]
 
     def _run_round(self, context: list[int]) -> tuple[_Round, str]:
         if not context:
@@ -445,6 +467,8 @@ class BlockDiffusionDrafter(Drafter):
         return st, STOP_BUDGET
 
     def propose(self, context: list[int]) -> Draft:
+        if self.path_search is not None:
+            self.path_search.learn(context)
         st, reason = self._run_round(list(context))
         self.last_round = st
         window = st.window_end - st.ell
@@ -569,7 +593,11 @@ def _build_chain(cfg, model_ref, target_model, target_tokenizer, stop_ids, devic
         kv_policy=getattr(d, "kv_policy", None),
         mode=d.mode,
         sampling=sampling_of(cfg),
+        path_search=_path_search(d, model, target_model),
     )
+    if d.name == "dllm" and getattr(d, "policy", None) == "adaptive":
+        policy = AdaptiveLength(k_min=d.adl_k_min, k_max=d.adl_k_max, delta=d.adl_delta, rho=d.adl_rho, stop_ids=stop_ids)
+        return BlockDiffusionDrafter(model, theta=d.theta, policy=policy, **common)
     if d.name == "dllm" and getattr(d, "policy", None) == "cost_aware":
         from ..latency import profile_of
 
@@ -579,3 +607,12 @@ def _build_chain(cfg, model_ref, target_model, target_tokenizer, stop_ids, devic
     if d.name == "dllm":
         return DllmDrafter(model, spec_len=d.spec_len, theta=d.theta, **common)
     return FailFastDrafter(model, theta=d.theta, tau=d.tau, n=d.n, n_max=d.n_max, reuse_drafts=d.reuse_drafts, **common)
+
+
+def _path_search(d, model, target_model) -> Optional[CausalPathSearch]:
+    """DiffuSpec's CPS when ``drafter.cps`` is set, its proxy sized to the verifier's vocabulary."""
+    if not getattr(d, "cps", False):
+        return None
+    vocab = model.vocab_limit or int(target_model.config.vocab_size)
+    return CausalPathSearch(ContextNgram(vocab, order=d.cps_order), beam=d.cps_beam, top_m=d.cps_top_m,
+                            mass=d.cps_mass, weight=d.cps_weight)
