@@ -10,7 +10,8 @@ import pytest
 from failfast_bench import replay, trajectory_store
 from failfast_bench.config import ConfigError
 from failfast_bench.drafters.blockdiff_model import load_block_diffusion_drafter
-from failfast_bench.drafters.dllm import DllmDrafter, FailFastDrafter
+from failfast_bench.drafters.dllm import BlockDiffusionDrafter, DllmDrafter, FailFastDrafter
+from failfast_bench.drafters.length_policies import AdaptiveLength, CostAware
 from failfast_bench.drafters.stored_passes import StoredPasses, attach
 from failfast_bench.engine import generate
 from failfast_bench.trajectory_store import TrajectoryStore
@@ -29,7 +30,8 @@ PROMPTS = {"short": [1, 7, 12, 30, 5], "aligned": [1] + [(5 * i + 4) % 90 + 3 fo
 
 
 def sweep():
-    """τ x N_max FailFast (faithful and clean), fixed-length spec_len (faithful and clean), and KV variants."""
+    """τ x N_max FailFast (faithful and clean), fixed-length spec_len (faithful and clean), the adaptive (DiffuSpec ADL)
+    and cost-aware length policies, and KV variants."""
     configs = {}
     for mode in ("faithful", "clean"):
         for tau in (0.2, 0.6):
@@ -39,6 +41,10 @@ def sweep():
         for spec_len in (3, 10):
             configs[f"dllm_{mode}_{spec_len}"] = lambda m, mode=mode, spec_len=spec_len: DllmDrafter(
                 m, spec_len=spec_len, theta=0.5, mode=mode, stop_ids=(EOS,))
+    configs["adaptive"] = lambda m: BlockDiffusionDrafter(m, theta=0.3, policy=AdaptiveLength(k_min=4, k_max=20, delta=4,
+                                                                                                stop_ids=(EOS,)), stop_ids=(EOS,))
+    configs["cost_aware"] = lambda m: BlockDiffusionDrafter(m, theta=0.3, policy=CostAware(pass_ms=1.0, step_ms=4.0, n=4, n_max=24),
+                                                            stop_ids=(EOS,))
     configs["ff_crop"] = lambda m: FailFastDrafter(m, theta=0.3, tau=0.2, n=4, n_max=24, kv_policy="crop", stop_ids=(EOS,))
     configs["ff_kv_off"] = lambda m: FailFastDrafter(m, theta=0.3, tau=0.2, n=4, n_max=24, reuse_kv=False, stop_ids=(EOS,))
     return configs
