@@ -55,8 +55,6 @@ class StoredPasses:
             self.store.save(self._prompt, self._new)
         self._new = {}
 
-    close = flush
-
     # -- the cache, symbolically -----------------------------------------------------------------
     @property
     def cache_len(self) -> int:
