@@ -18,15 +18,10 @@ same taps verification computes, up to floating-point summation order, so a repl
 near-ties differ from the live one (the output cannot: it is the continuation).
 
 What replay cannot give: the target's argmax past the first rejected draft token (a live verifier records
-<<<<<<< HEAD
 it, replay records the accepted prefix and the correction only), and wall-clock speedups (the drafter
-still runs, the target does not: the measured speedup is NaN; modeled speedups are exact).
-=======
-it, replay records the accepted prefix and the correction only), target hidden states (EAGLE-3 cannot
-replay), and wall-clock speedups (the drafter still runs, the target does not: the measured speedup is
-NaN; modeled speedups are exact). With ``run.trajectories=true`` a block-diffusion drafter's passes come from
-the trajectory store (``trajectory_store.py``): only passes that no earlier run made reach its model.
->>>>>>> 280e5de (Trajectory store: replayed block-diffusion drafters answer their passes from stored picks (run.trajectories=true), running the model only for passes no earlier run made; traces identical, config hash unchanged)
+still runs, the target does not: the measured speedup is NaN; modeled speedups are exact). With
+``run.trajectories=true`` a block-diffusion drafter's passes come from the trajectory store
+(``trajectory_store.py``): only passes that no earlier run made reach its model.
 
 Sampling (``run.temperature > 0``): the target's verdicts are then random draws against the drafter's own
 random draft, not a fixed continuation, so a sampled trace can be re-priced (``failfast_bench.report`` prices
