@@ -16,7 +16,8 @@
 #     HumanEval, MT-Bench: vanilla, EAGLE-3 chain
 #   trace replay (modeled speedups exact, no measured speedup), GSM8K: the AR and fixed-length dLLM
 #     spec_len sweeps, the tau and N_max microbenchmarks, the theta concavity sweep; HumanEval/MT-Bench:
-#     best AR and FailFast.
+#     best AR and FailFast. Replayed dLLM runs read drafter passes from the trajectory store (run.trajectories=true:
+#     identical traces, same run directories; README "Trajectory store").
 # A run's directory name holds a hash of its config and of the drafter's weights, so retrained drafters
 # rerun instead of being skipped. Wall time on this 2-core CPU: see results/README.md.
 set -euo pipefail
@@ -78,7 +79,7 @@ EOF
 dllm() {
   run_jobs <<EOF
 dataset=gsm8k drafter=failfast
-dataset=gsm8k drafter=dllm run.replay=true drafter.spec_len=4,8,12,16 -m
+dataset=gsm8k drafter=dllm run.replay=true run.trajectories=true drafter.spec_len=4,8,12,16 -m
 EOF
   dllm_sweeps
 }
@@ -88,8 +89,8 @@ dllm_sweeps() {  # the fixed-length dLLM baseline is scored by replay (its best 
 dataset=gsm8k experiment=micro_tau drafter.tau=0.05,0.45,0.85 -m
 dataset=gsm8k experiment=micro_nmax drafter.n_max=10,30,70 -m
 dataset=gsm8k experiment=concavity drafter.theta=0.05,0.5,0.9 -m
-dataset=humaneval drafter=failfast run.replay=true
-dataset=mt_bench drafter=failfast run.replay=true
+dataset=humaneval drafter=failfast run.replay=true run.trajectories=true
+dataset=mt_bench drafter=failfast run.replay=true run.trajectories=true
 EOF
 }
 

@@ -197,6 +197,9 @@ class RunSettings:
     # Reuse complete results of an identical config (by config hash) instead of rerunning.
     skip_if_complete: bool = True
     replay: bool = False
+    # Replay only, block-diffusion drafters: answer drafter passes from the trajectory store (trajectory_store.py)
+    # and run the drafter model only for passes no earlier run stored. Traces are identical; not hashed.
+    trajectories: bool = False
     # Reporting only (not hashed: the same trace serves both): which output accounting the summary headlines,
     # "paper" (last-round overshoot counts, nominal draft lengths) or "strict" (cut at max_new_tokens, tokens
     # actually drafted). Both are always stored side by side (summary.json "accounting"); see metrics.py.

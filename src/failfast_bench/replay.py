@@ -19,7 +19,9 @@ near-ties differ from the live one (the output cannot: it is the continuation).
 
 What replay cannot give: the target's argmax past the first rejected draft token (a live verifier records
 it, replay records the accepted prefix and the correction only), and wall-clock speedups (the drafter
-still runs, the target does not: the measured speedup is NaN; modeled speedups are exact).
+still runs, the target does not: the measured speedup is NaN; modeled speedups are exact). With
+``run.trajectories=true`` a block-diffusion drafter's passes come from the trajectory store
+(``trajectory_store.py``): only passes that no earlier run made reach its model.
 
 Sampling (``run.temperature > 0``): the target's verdicts are then random draws against the drafter's own
 random draft, not a fixed continuation, so a sampled trace can be re-priced (``failfast_bench.report`` prices

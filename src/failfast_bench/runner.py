@@ -28,7 +28,8 @@ from .sampling import sampling_of
 
 # Keys that do not change results: excluded from the config hash. ``accounting`` and ``load_tolerance`` are
 # reporting choices computed from the same trace (both accountings are always stored).
-_UNHASHED_RUN_KEYS = ("progress", "output_dir", "skip_if_complete", "threads", "gpus", "accounting", "load_tolerance")
+_UNHASHED_RUN_KEYS = ("progress", "output_dir", "skip_if_complete", "threads", "gpus", "accounting", "load_tolerance",
+                      "trajectories")  # stored drafter passes give the same trace (trajectory_store.py)
 # Options that never change what a run computes (how it reports or refuses), excluded from the hash.
 _UNHASHED_KEYS = (("dataset", "fallback"),)
 # Options added after runs were committed: at their default they leave the hash (and the run directory) as it was.
@@ -147,6 +148,10 @@ def preflight(cfg) -> dict[str, Any]:
         from .replay import check_replayable
 
         check_replayable(cfg)
+    if OmegaConf.select(cfg, "run.trajectories", default=False):
+        from .trajectory_store import check_storable
+
+        check_storable(cfg)
     drafter_model = resolve_drafter_model(cfg)
     # The model first: on a fresh machine its fetch command is the one to show.
     for name in cfg.target.assets:
@@ -362,6 +367,7 @@ class Runner:
         vanilla_verifier = TargetVerifier(target, acceptance=acceptance_for(sampling))
         continuations: dict = {}
         continuation_store = None
+        stored_passes = None
         if self.replay:
             from .replay import ContinuationStore, ReplayVerifier
 
@@ -370,6 +376,11 @@ class Runner:
                                       features_of=TargetVerifier(target, feature_layers=taps).sequence_features if taps else None,
                                       feature_layers=taps)
             continuation_store = ContinuationStore(target_id)
+            if OmegaConf.select(cfg, "run.trajectories", default=False):
+                from .drafters.stored_passes import attach
+                from .trajectory_store import store_for_run
+
+                stored_passes = attach(drafter, store_for_run(cfg, drafter, target_id))
         else:
             verifier = TargetVerifier(target, feature_layers=getattr(drafter, "target_feature_layers", ()),
                                       acceptance=acceptance_for(sampling))
@@ -413,6 +424,10 @@ class Runner:
             r_records.extend(rounds)
             q_bar.set_postfix(tau=f"{q_rec.n_out / max(q_rec.n_rounds, 1):.2f}", mismatches=sum(q.lossless_mismatch for q in q_records))
 
+        if stored_passes is not None:
+            stored_passes.flush()
+            print(f"[failfast-bench] trajectory store {stored_passes.store.root}: {stored_passes.hits} passes reused, "
+                  f"{stored_passes.misses} computed")
         return self._finish(q_records, r_records, source, tokenizer, target, drafter, load_seconds, manifest)
 
     # ------------------------------------------------------------------------------------------

@@ -94,6 +94,7 @@ from ..verify import ForwardTimer
 from .base import STOP_BUDGET, STOP_TOKEN, Draft, Drafter, Verdict
 from .context_ngram import ContextNgram
 from .length_policies import AdaptiveLength, CostAware, FailFastPolicy, FixedLength, LengthPolicy, rejected_overlap  # noqa: F401 (re-exported)
+from .passes import ModelPasses, Picks
 from .path_search import CausalPathSearch
 
 KV_POLICIES = ("exact", "crop", "off")
@@ -195,6 +196,9 @@ class BlockDiffusionDrafter(Drafter):
         self.mask_token_id = int(model.mask_token_id)
         self.timer = ForwardTimer()
         self._device = getattr(model, "device", torch.device("cpu"))
+        # Every model call and the block cache go through the pass source: the model itself, or stored passes
+        # (replay with run.trajectories=true, see failfast_bench.trajectory_store).
+        self.passes = ModelPasses(model, self._timed, self._reduce)
         self._cache_tokens: list[int] = []  # tokens whose KV the model's block cache holds
         # position -> (token, confidence, q or None, ranked or None) predicted there by a cache write
         self._boundary: dict[int, tuple[int, float, Optional[torch.Tensor], Optional[list]]] = {}
@@ -206,7 +210,7 @@ class BlockDiffusionDrafter(Drafter):
 
     # -- per question ----------------------------------------------------------------------------
     def start(self, prompt_ids: list[int]) -> None:
-        self.model.reset()
+        self.passes.start(prompt_ids)
         self._cache_tokens = []
         self._boundary = {}
         self.policy.start()
@@ -299,8 +303,13 @@ class BlockDiffusionDrafter(Drafter):
         ids = top.indices if vocab_ids is None else vocab_ids[top.indices]
         return [[(int(t), float(p)) for t, p in zip(row_ids, row_p) if p >= 0.0] for row_ids, row_p in zip(ids.tolist(), top.values.tolist())]
 
-    def _kept_alternatives(self, logits: torch.Tensor) -> list:
-        return self.ranked(logits, self.keep_alternatives) if self.keep_alternatives else [None] * logits.shape[0]
+    def _kept_alternatives(self, picks: Picks) -> list:
+        return self.ranked(picks.logits, self.keep_alternatives) if self.keep_alternatives else [None] * len(picks.tokens)
+
+    def _reduce(self, logits: torch.Tensor, top_k: int) -> Picks:
+        """What the round reads from a pass's logits (the logits stay with it for sampling, CPS and alternatives)."""
+        tokens, confs = self._pick(logits)
+        return Picks(tokens, confs, self.ranked(logits, top_k) if top_k else None, logits)
 
     def _q_rows(self, logits: torch.Tensor) -> torch.Tensor:
         """T > 0: per row, the warped distribution over the ids a draft may hold, indexed by token id."""
@@ -333,16 +342,16 @@ class BlockDiffusionDrafter(Drafter):
 
     def _write(self, st: _Round, tokens: list[int], kind: str) -> None:
         """A cache-writing pass (prefill or cache update) over whole blocks at the cache end."""
-        start = self.model.cache_len
+        start = self.passes.cache_len
         every = self.kv_policy == "crop"
-        logits = self._timed(self.model.write_blocks, tokens, every_block_end=every)
+        picks = self.passes.write(tokens, every)
         st.passes[kind] += 1
         self._cache_tokens.extend(int(t) for t in tokens)
-        picked_tokens, picked_conf = self._pick(logits)
+        picked_tokens, picked_conf = picks.tokens, picks.confidences
         picked_q: list = [None] * len(picked_tokens)
-        picked_ranked = self._kept_alternatives(logits)
+        picked_ranked = self._kept_alternatives(picks)
         if self.sampling_on:
-            picked_tokens, q = self._draw_rows(logits)
+            picked_tokens, q = self._draw_rows(picks.logits)
             picked_q = list(q)
         ends = range(start + self.block_size, start + len(tokens) + 1, self.block_size) if every else [start + len(tokens)]
         for pos, tok, conf, q_row, ranked in zip(ends, picked_tokens, picked_conf, picked_q, picked_ranked):
@@ -350,9 +359,9 @@ class BlockDiffusionDrafter(Drafter):
 
     def _drop_cache_after(self, keep: int) -> None:
         if keep == 0:
-            self.model.reset()
-        elif self.model.cache_len > keep:
-            self.model.crop(keep)
+            self.passes.reset()
+        elif self.passes.cache_len > keep:
+            self.passes.crop(keep)
         del self._cache_tokens[keep:]
         self._boundary = {p: v for p, v in self._boundary.items() if p <= keep}
 
@@ -398,20 +407,20 @@ class BlockDiffusionDrafter(Drafter):
 
     def _denoise(self, st: _Round, block_start: int, masked: list[int]) -> None:
         block = [self.mask_token_id if t is None else t for t in st.seq[block_start : block_start + self.block_size]]
-        logits = self._timed(self.model.denoise, block, [p - block_start for p in masked])
+        picks = self.passes.denoise(block, [p - block_start for p in masked])
         st.passes["denoise"] += 1
-        tokens, confs = self._pick(logits)
+        tokens, confs = picks.tokens, picks.confidences
         st.recorded.extend(confs)
         if self.sampling_on:
             chosen = self._sampled_commits(confs)
-            drawn, q = self._draw_rows(logits[chosen])
+            drawn, q = self._draw_rows(picks.logits[chosen])
             for i, tok, q_row in zip(chosen, drawn, q):
                 st.commit(masked[i], tok, confs[i], q_row)
             return
         if self.path_search is not None:
-            tokens, confs = self._searched(st, masked, logits)
+            tokens, confs = self._searched(st, masked, picks.logits)
         best = max(range(len(confs)), key=confs.__getitem__)  # first maximum, like torch.argmax
-        ranked = self._kept_alternatives(logits)
+        ranked = self._kept_alternatives(picks)
         for i, pos in enumerate(masked):
             if confs[i] > self.theta or i == best:
                 st.commit(pos, tokens[i], confs[i], ranked=ranked[i])
