@@ -8,7 +8,7 @@ import sys
 import pytest
 
 CASES = [
-    (["drafter=nope"], "unknown drafter 'nope'; valid: ar, ar_dynamic, dllm, dllm_cost, eagle3, failfast, vanilla"),
+    (["drafter=nope"], "unknown drafter 'nope'; valid: ar, ar_dynamic, diffuspec, dllm, dllm_cost, dllm_tree, eagle3, failfast, vanilla"),
     (["target=gpt5"], "unknown target 'gpt5'; valid:"),
     (["drafter.spec_len=abc"], "could not be converted to Integer"),
     (["drafter.bogus=1"], "Key 'bogus' not in 'DrafterConfig'"),
