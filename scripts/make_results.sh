@@ -8,6 +8,7 @@
 #   bash scripts/make_results.sh dllm       # the FailFast / fixed-length dLLM runs and sweeps
 #   bash scripts/make_results.sh dtypes     # float32 vs bfloat16 target and drafter, 2 threads (results/runs_dtypes)
 #   bash scripts/make_results.sh sampling   # T = 1 vs T = 0 with task accuracy, 1 thread (results/runs_sampling, T1b)
+#   bash scripts/make_results.sh drafters   # dLLM drafter designs, GSM8K q0-29 (results/runs_drafters, issue 14)
 #   LANES=1 bash scripts/make_results.sh    # one run at a time (default: 2 at once, one per core)
 #
 # What runs (see results/README.md for what each figure uses):
@@ -119,6 +120,16 @@ dataset=gsm8k drafter=eagle3
 EOF
 }
 
+drafters() {  # issue 14: dLLM drafter designs on GSM8K q0-29 (results/runs_drafters), one run at a time
+  local COMMON="run.output_dir=${OUT_DRAFTERS:-results/runs_drafters} run.threads=1 run.progress=false run.max_new_tokens=256 dataset.num_questions=30 dataset.fallback=refuse"
+  LANES=1 run_jobs <<EOF
+dataset=gsm8k drafter=failfast drafter.model=shipped:dllm run.replay=true
+dataset=gsm8k drafter=failfast drafter.model=shipped:dllm_cond run.replay=true
+dataset=gsm8k drafter=failfast drafter.model=shipped:dllm_cond drafter.dtype=bfloat16 drafter.draft_vocab=true
+dataset=gsm8k drafter=eagle3
+EOF
+}
+
 start=$(date +%s)
 case "$PART" in
   base) base ;;
@@ -127,7 +138,8 @@ case "$PART" in
   dllm_sweeps) dllm_sweeps ;;
   dtypes) dtypes ;;
   sampling) sampling ;;
+  drafters) drafters ;;
   all) base; eagle3; dllm; dtypes; sampling ;;
-  *) echo "usage: $0 [all|base|eagle3|dllm|dllm_sweeps|dtypes|sampling]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|base|eagle3|dllm|dllm_sweeps|dtypes|sampling|drafters]" >&2; exit 2 ;;
 esac
 echo "[make_results] $PART finished in $(( ($(date +%s) - start) / 60 )) min; figures: make figures"

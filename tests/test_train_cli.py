@@ -60,7 +60,7 @@ def tiny_target_dir(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("recipe", ["dllm", "ar"])
+@pytest.mark.parametrize("recipe", ["dllm", "dllm_cond", "ar"])
 def test_all_stages_then_load_like_the_benchmark(tiny_target_dir, tmp_path, recipe):
     from failfast_bench.drafters.blockdiff_model import load_block_diffusion_drafter
     from failfast_bench.drafters.shared_trunk import load_shared_trunk_lm
@@ -75,21 +75,25 @@ def test_all_stages_then_load_like_the_benchmark(tiny_target_dir, tmp_path, reci
         "data.check_evaluation_overlap=false", "recipe.num_layers=2", "train.steps=3", "train.eval_every=2", "train.min_examples=1",
         "eval.examples=1", "eval.points_per_example=2", "eval.sim_tokens=8", f"ship_dir={ship}",
     ]
-    if recipe == "dllm":
+    block_diffusion = recipe.startswith("dllm")
+    if block_diffusion:
         overrides += ["recipe.block_size=8", "recipe.sub_block_size=4", "eval.sub_block_size=4", "eval.budget=16", "eval.n=4", "eval.n_max=12"]
+    if recipe == "dllm_cond":
+        overrides += ["recipe.feature_layers=[0,1,1]"]  # the tiny target has 3 layers: taps below the last one
     out = run(compose_train(overrides))
     assert out["train"]["step"] == 3
     shipped = {"README.md", "config.json", "model.safetensors"}
-    assert {p.name for p in ship.iterdir()} == (shipped | {"draft_vocab.json"} if recipe == "dllm" else shipped)
+    assert {p.name for p in ship.iterdir()} == (shipped | {"draft_vocab.json"} if block_diffusion else shipped)
     card = (ship / "README.md").read_text()
     assert "Held-out quality" in card and "Wall time" in card and "Steps: 3" in card
     meta = json.loads((ship / "config.json").read_text())["failfast_bench"]
     assert meta["shares_target_embeddings"] and meta["target"] == "smollm2-135m"
-    assert meta["kind"] == ("block_diffusion" if recipe == "dllm" else "causal")
+    assert meta["kind"] == ("block_diffusion" if block_diffusion else "causal")
     target = AutoModelForCausalLM.from_pretrained(tiny_target_dir, dtype=torch.float32)
-    if recipe == "dllm":
+    if block_diffusion:
         lm = load_block_diffusion_drafter(str(ship), target_model=target)
         assert lm.block_size == 8 and lm.mask_token_id == 49152
+        assert tuple(getattr(lm, "feature_layers", ())) == ((0, 1, 1) if recipe == "dllm_cond" else ())
         from failfast_bench.drafters.draft_vocab import read_draft_vocab
 
         vocab = read_draft_vocab(ship)

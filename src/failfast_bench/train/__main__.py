@@ -250,7 +250,7 @@ def stage_ship(cfg):
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(export, tmp)
     if cfg.recipe.name != "eagle3":  # the EAGLE-3 export already holds its model card
-        write_model_card(tmp, run_dir / "log.jsonl", data_stats=stats)
+        write_model_card(tmp, run_dir / "log.jsonl", data_stats=stats, ship_name=ship_dir.name)
     if cfg.recipe.name in ("dllm", "dllm_cond") and cfg.recipe.get("draft_vocab_size"):
         _write_draft_vocab(cfg, tmp)
     if cfg.ship_int8:

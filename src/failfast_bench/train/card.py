@@ -14,8 +14,10 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def write_model_card(directory: Path, log_path: Optional[Path] = None, data_stats: Optional[dict] = None) -> Path:
+def write_model_card(directory: Path, log_path: Optional[Path] = None, data_stats: Optional[dict] = None, ship_name: Optional[str] = None) -> Path:
+    """``ship_name``: the directory name under ``shipped/<target>/`` (default: ``directory``'s own name)."""
     directory = Path(directory)
+    ship_name = ship_name or directory.name
     config = json.loads((directory / "config.json").read_text())
     meta = config.get("failfast_bench", {})
     training = meta.get("training", {})
@@ -29,7 +31,7 @@ def write_model_card(directory: Path, log_path: Optional[Path] = None, data_stat
         f"# {target} {KIND_TITLES.get(meta.get('kind'), meta.get('kind', 'drafter'))}",
         "",
         f"Trained by `python -m failfast_bench.train recipe={recipe} target={target}` (see `make drafters`). "
-        f"Loaded by the benchmark as `drafter.model=shipped:{directory.name}` (`drafter={'failfast|dllm' if recipe.startswith('dllm') else 'ar'}`).",
+        f"Loaded by the benchmark as `drafter.model=shipped:{ship_name}` (`drafter={'failfast|dllm' if recipe.startswith('dllm') else 'ar'}`).",
         "",
         "## What it is",
         "",
