@@ -29,7 +29,7 @@ def row(label: str, run_dir: Path) -> str:
         f"| {label} | {len(summary.get('degenerate', {}).get('questions', []))}/{m.get('n_questions')} | "
         f"{fmt(m.get('tokens_per_round_pooled'))} [{fmt(m.get('tokens_per_round_pooled_ci_low'))}, {fmt(m.get('tokens_per_round_pooled_ci_high'))}] | "
         f"{fmt(m.get('tokens_per_round'))} | {fmt(m.get('tokens_per_round_pooled_excluding_degenerate'))} | "
-        f"{100 * extended:.1f} % | {int(rounds['draft_len'].max())} | {fmt(m.get('drafter_passes_per_round_pooled'))} | "
+        f"{'n/a' if n is None else f'{100 * extended:.1f} %'} | {int(rounds['draft_len'].max())} | {fmt(m.get('drafter_passes_per_round_pooled'))} | "
         f"{fmt(throughput, '.2f', 'x')} |"
     )
 
