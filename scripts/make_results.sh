@@ -8,6 +8,7 @@
 #   bash scripts/make_results.sh dllm       # the FailFast / fixed-length dLLM runs and sweeps
 #   bash scripts/make_results.sh dtypes     # float32 vs bfloat16 target and drafter, 2 threads (results/runs_dtypes)
 #   bash scripts/make_results.sh sampling   # T = 1 vs T = 0 with task accuracy, 1 thread (results/runs_sampling, T1b)
+#   bash scripts/make_results.sh strategies # the dLLM drafting strategies, replayed, 1 thread (results/runs_strategies, T3, F12)
 #   LANES=1 bash scripts/make_results.sh    # one run at a time (default: 2 at once, one per core)
 #
 # What runs (see results/README.md for what each figure uses):
@@ -118,6 +119,25 @@ dataset=gsm8k drafter=eagle3
 EOF
 }
 
+strategies() {  # T3/F12: every dLLM drafting strategy on GSM8K, HumanEval and MT-Bench, replayed, one run at a time
+  local COMMON="run.output_dir=${OUT_STRATEGIES:-results/runs_strategies} run.threads=1 run.progress=false run.max_new_tokens=128 dataset.num_questions=10 dataset.fallback=refuse run.replay=true"
+  local dataset
+  for dataset in gsm8k humaneval mt_bench; do
+    LANES=1 run_jobs <<EOF
+dataset=$dataset drafter=failfast
+dataset=$dataset drafter=failfast drafter.mode=clean
+dataset=$dataset drafter=dllm
+dataset=$dataset drafter=diffuspec
+dataset=$dataset drafter=diffuspec drafter.cps=false
+dataset=$dataset drafter=diffuspec drafter.policy=fixed
+dataset=$dataset drafter=dllm_tree
+dataset=$dataset drafter=failfast drafter.tree=true
+dataset=$dataset drafter=dllm_cost hardware=a6000_paper
+dataset=$dataset drafter=dllm_cost hardware=cpu
+EOF
+  done
+}
+
 start=$(date +%s)
 case "$PART" in
   base) base ;;
@@ -126,7 +146,8 @@ case "$PART" in
   dllm_sweeps) dllm_sweeps ;;
   dtypes) dtypes ;;
   sampling) sampling ;;
-  all) base; eagle3; dllm; dtypes; sampling ;;
-  *) echo "usage: $0 [all|base|eagle3|dllm|dllm_sweeps|dtypes|sampling]" >&2; exit 2 ;;
+  strategies) strategies ;;
+  all) base; eagle3; dllm; dtypes; sampling; strategies ;;
+  *) echo "usage: $0 [all|base|eagle3|dllm|dllm_sweeps|dtypes|sampling|strategies]" >&2; exit 2 ;;
 esac
 echo "[make_results] $PART finished in $(( ($(date +%s) - start) / 60 )) min; figures: make figures"
