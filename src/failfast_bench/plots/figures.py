@@ -843,7 +843,7 @@ def plot_strategies(table: pd.DataFrame, out_dir: Path | str, *, stem: str = "f1
     handles = [Line2D([], [], marker=DATASET_MARKERS[i % len(DATASET_MARKERS)], color=colors[d], label=d)
                for i, d in enumerate(datasets)]
     handles.append(Line2D([], [], marker="o", color="black", markerfacecolor="white", linestyle="", label="oracle bound (hollow)"))
-    axes[-1].legend(handles=handles, fontsize=7, loc="lower right")
+    fig.legend(handles=handles, fontsize=8, loc="outside lower center", ncol=len(handles), frameon=False)
     fig.suptitle(f"F12: dLLM drafting strategies, one drafter, replayed ({table.attrs.get('accounting', 'paper')} "
                  f"accounting; verification = one decode step; whiskers: 95% bootstrap CI)", fontsize=10)
     return save_figure(fig, out_dir, stem)
