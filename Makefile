@@ -32,6 +32,7 @@ profile: setup
 SMOLLM2_TOKENIZER := $(wildcard $(or $(FAILFAST_BENCH_CACHE),$(HOME)/.cache/failfast-bench)/models/smollm2-135m-instruct)
 figures: setup
 	$(PY) -m failfast_bench.plots --results results/runs $(if $(wildcard results/runs_sampling),--results results/runs_sampling) \
+		$(if $(wildcard results/runs_strategies),--strategies results/runs_strategies) \
 		--training-curve results/training/curves.csv --out results/figures \
 		$(if $(SMOLLM2_TOKENIZER),--tokenizer $(SMOLLM2_TOKENIZER))
 

@@ -9,6 +9,7 @@
 #   bash scripts/make_results.sh dtypes     # float32 vs bfloat16 target and drafter, 2 threads (results/runs_dtypes)
 #   bash scripts/make_results.sh sampling   # T = 1 vs T = 0 with task accuracy, 1 thread (results/runs_sampling, T1b)
 #   bash scripts/make_results.sh drafters   # dLLM drafter designs, GSM8K q0-29 (results/runs_drafters, issue 14)
+#   bash scripts/make_results.sh strategies # the dLLM drafting strategies, replayed, 1 thread (results/runs_strategies, T3, F12)
 #   LANES=1 bash scripts/make_results.sh    # one run at a time (default: 2 at once, one per core)
 #
 # What runs (see results/README.md for what each figure uses):
@@ -130,6 +131,34 @@ dataset=gsm8k drafter=eagle3
 EOF
 }
 
+strategies() {  # T3/F12: every dLLM drafting strategy on GSM8K; on HumanEval and MT-Bench (out of domain for the
+  # shipped drafter) the full methods only, no ablations (FailFast clean, ADL only, CPS only) and no prefix trees:
+  # there one run took 2-8.5 min against 1-5 min on GSM8K, and all 30 did not fit the session's hour of one core.
+  local COMMON="run.output_dir=${OUT_STRATEGIES:-results/runs_strategies} run.threads=1 run.progress=false run.max_new_tokens=128 dataset.num_questions=10 dataset.fallback=refuse run.replay=true"
+  LANES=1 run_jobs <<EOF
+dataset=gsm8k drafter=failfast
+dataset=gsm8k drafter=failfast drafter.mode=clean
+dataset=gsm8k drafter=dllm
+dataset=gsm8k drafter=diffuspec
+dataset=gsm8k drafter=diffuspec drafter.cps=false
+dataset=gsm8k drafter=diffuspec drafter.policy=fixed
+dataset=gsm8k drafter=dllm_tree
+dataset=gsm8k drafter=failfast drafter.tree=true
+dataset=gsm8k drafter=dllm_cost hardware=a6000_paper
+dataset=gsm8k drafter=dllm_cost hardware=cpu
+EOF
+  local dataset
+  for dataset in humaneval mt_bench; do
+    LANES=1 run_jobs <<EOF
+dataset=$dataset drafter=failfast
+dataset=$dataset drafter=dllm
+dataset=$dataset drafter=diffuspec
+dataset=$dataset drafter=dllm_cost hardware=a6000_paper
+dataset=$dataset drafter=dllm_cost hardware=cpu
+EOF
+  done
+}
+
 start=$(date +%s)
 case "$PART" in
   base) base ;;
@@ -139,7 +168,8 @@ case "$PART" in
   dtypes) dtypes ;;
   sampling) sampling ;;
   drafters) drafters ;;
-  all) base; eagle3; dllm; dtypes; sampling ;;
-  *) echo "usage: $0 [all|base|eagle3|dllm|dllm_sweeps|dtypes|sampling|drafters]" >&2; exit 2 ;;
+  strategies) strategies ;;
+  all) base; eagle3; dllm; dtypes; sampling; strategies ;;
+  *) echo "usage: $0 [all|base|eagle3|dllm|dllm_sweeps|dtypes|sampling|strategies|drafters]" >&2; exit 2 ;;
 esac
 echo "[make_results] $PART finished in $(( ($(date +%s) - start) / 60 )) min; figures: make figures"

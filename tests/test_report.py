@@ -17,9 +17,11 @@ from conftest import requires_smollm2
 
 
 def write_run(root, name: str, drafter: dict, rounds_per_q: int, passes_per_round: int, n_out: int = 40,
-              replay: bool = False, questions: int = 2, complete: bool = True):
+              replay: bool = False, questions: int = 2, complete: bool = True, dataset: str = "gsm8k",
+              hardware: str | None = None):
     """A complete run directory as runner.py writes it, with made-up but consistent numbers."""
-    run_dir = root / "smollm2-135m" / "gsm8k" / f"{name}__{abs(hash((name, replay, questions))) % 10**10:010d}"
+    key = abs(hash((name, replay, questions, hardware))) % 10**10
+    run_dir = root / "smollm2-135m" / dataset / f"{name}__{key:010d}"
     q_records, r_records = [], []
     for q in range(questions):
         for r in range(rounds_per_q):
@@ -37,15 +39,16 @@ def write_run(root, name: str, drafter: dict, rounds_per_q: int, passes_per_roun
             vanilla_n_out=n_out, lossless_mismatch=False, first_divergence=None))
     cfg = {
         "target": {"name": "smollm2-135m", "latency_key": "smollm2-135m"},
-        "dataset": {"name": "gsm8k", "num_questions": questions},
+        "dataset": {"name": dataset, "num_questions": questions},
         "drafter": {"name": "ar", "dynamic": False, "spec_len": 8, "tau": 0.45, "n": 10, "n_max": 60, "theta": 0.9, "mode": "faithful", **drafter},
         "run": {"max_new_tokens": 64, "dtype": "float32", "replay": replay},
+        **({"hardware": {"name": hardware}} if hardware else {}),
     }
     run_dir.mkdir(parents=True)
     trace.write_parquet(trace.records_frame(r_records, trace.ROUND_COLUMNS), run_dir / "rounds.parquet")
     trace.write_parquet(trace.records_frame(q_records, trace.QUESTION_COLUMNS), run_dir / "questions.parquet")
     trace.write_text(yaml.safe_dump(cfg), run_dir / "config.yaml")
-    trace.write_json({"target": "smollm2-135m", "dataset": "gsm8k", "config_name": name}, run_dir / "summary.json")
+    trace.write_json({"target": "smollm2-135m", "dataset": dataset, "config_name": name}, run_dir / "summary.json")
     if complete:
         trace.write_text("done\n", run_dir / trace.COMPLETE_MARKER)
     return run_dir

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from .latency import HardwareProfile, available_profiles, load_profile
+from .metrics import tokens_per_round
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,10 @@ class Pricing:
     verify_ms: Optional[Callable[[int], float]] = None  # k fed tokens -> ms; None = one decode step
 
     @classmethod
-    def of(cls, profile: HardwareProfile, target: str, drafter: str) -> "Pricing":
-        curve = profile.verify_ms.get(profile.target_key(target))
+    def of(cls, profile: HardwareProfile, target: str, drafter: str, verify_curve: bool = True) -> "Pricing":
+        """``verify_curve=False`` prices every verification as one decode step even when the profile has a
+        verify curve: the pricing of metrics.modeled_speedup, for a bound beside that column."""
+        curve = verify_curve and profile.verify_ms.get(profile.target_key(target))
         verify = (lambda k: profile.verify_cost_ms(target, k)) if curve else None
         return cls(pass_ms=profile.pass_ms(drafter), step_ms=profile.step_ms(target), verify_ms=verify)
 
@@ -163,6 +166,7 @@ def compare(by_question: dict[str, list[Round]], price: Pricing, min_len: int = 
         "run_draft_len": sum(recorded) / n,
         "oracle_draft_len": sum(best) / n,
         "run_passes": sum(r.passes for r in everything) / n,
+        "oracle_tokens_per_round": tokens_per_round(sum(round_cost(r, L, price)[1] for r, L in zip(everything, best)), n),
         "oracle_passes": sum(passes_for(r, L) for r, L in zip(everything, best)) / n,
         "shorter": sum(L < r.draft_len for r, L in zip(everything, best)) / n,
     }

@@ -90,6 +90,8 @@ def _run_identity(run_dir: Path, summary: dict) -> dict:
         "drafter_dtype": d.get("dtype") or cfg["run"]["dtype"],
         "latency_key": cfg["target"].get("latency_key", summary["target"]),
         "replay": bool(cfg["run"].get("replay", False)),
+        # The profile the run itself ran under: a cost-aware stop priced its extensions with it.
+        "run_hardware": (cfg.get("hardware") or {}).get("name"),
         # Sampling (T > 0) runs are another experiment than greedy ones under the same config name.
         "temperature": float(cfg["run"].get("temperature") or 0.0),
         "top_p": float(cfg["run"].get("top_p") or 1.0),

@@ -2,7 +2,7 @@
 
     python -m failfast_bench.plots --runs runs.parquet --rounds rounds.parquet --out results/figures
         [--training-curve curve.csv] [--profile a6000_paper] [--tokenizer DIR]
-        [--accounting paper|strict] [--rank-by pooled|mean|median]
+        [--accounting paper|strict] [--rank-by pooled|mean|median] [--strategies results/runs_strategies]
 
 A figure whose data is absent (no FailFast sweep, no EAGLE-3 rows, ...) is skipped with a note; a
 frame that breaks the column contract is reported and makes the exit status 1.
@@ -10,6 +10,7 @@ frame that breaks the column contract is reported and makes the exit status 1.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 from typing import Callable, Optional
@@ -17,7 +18,7 @@ from typing import Callable, Optional
 import pandas as pd
 
 from ..metrics import ACCOUNTING_MODES, DEFAULT_RANK_STATISTIC, STATISTICS
-from . import figures, tables, trajectory
+from . import figures, strategies, tables, trajectory
 
 
 def read_frame(path: Path) -> pd.DataFrame:
@@ -41,8 +42,13 @@ def _decoder(tokenizer_dir: Optional[str]) -> Optional[Callable[[list[int]], str
 
 def build_jobs(runs: Optional[pd.DataFrame], rounds: Optional[pd.DataFrame], curve: Optional[pd.DataFrame],
                out: Path, profile: Optional[str], decode,
-               statistic: str = DEFAULT_RANK_STATISTIC) -> list[tuple[str, Callable[[], list[Path]]]]:
+               statistic: str = DEFAULT_RANK_STATISTIC,
+               strategy_runs: Optional[pd.DataFrame] = None) -> list[tuple[str, Callable[[], list[Path]]]]:
     jobs = []
+    if strategy_runs is not None:
+        compared = functools.cache(lambda: strategies.strategies_frame(strategy_runs))  # the oracle reads traces: once
+        jobs += [("T3", lambda: tables.write_t3(compared(), out)),
+                 ("F12", lambda: figures.plot_strategies(compared(), out))]
     if runs is not None:
         jobs += [
             ("F1", lambda: figures.plot_concavity(runs, out)),
@@ -64,13 +70,16 @@ def build_jobs(runs: Optional[pd.DataFrame], rounds: Optional[pd.DataFrame], cur
         ]
     if curve is not None:
         jobs.append(("F9", lambda: figures.plot_training_curve(curve, out)))
-    order = ["F1", "F2", "F3", "F4", "F5", "F6", "F7", "F8", "F9", "F10", "F11", "T1", "T1b", "T2"]
+    order = ["F1", "F2", "F3", "F4", "F5", "F6", "F7", "F8", "F9", "F10", "F11", "F12", "T1", "T1b", "T2", "T3"]
     return sorted(jobs, key=lambda job: order.index(job[0]))
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m failfast_bench.plots", description=__doc__.split("\n")[0])
     parser.add_argument("--results", type=Path, action="append", help="run directories to collect (report.collect; no model runs); repeatable")
+    parser.add_argument("--strategies", type=Path, action="append",
+                        help="run directories of the dLLM strategies comparison (T3, F12), collected apart from "
+                             "--results so their runs never enter T1's best-config choice; repeatable")
     parser.add_argument("--runs", type=Path, help="runs table (.parquet or .csv), one row per run × profile")
     parser.add_argument("--rounds", type=Path, help="rounds table (.parquet or .csv), one row per round")
     parser.add_argument("--training-curve", type=Path, help="drafter training curve: step, accuracy[, loss, label]")
@@ -83,8 +92,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--rank-by", default=DEFAULT_RANK_STATISTIC, choices=STATISTICS,
                         help="statistic of the modeled speedup that picks T1/T2's best configs (default pooled)")
     args = parser.parse_args(argv)
-    if args.results is None and args.runs is None and args.rounds is None and args.training_curve is None:
-        parser.error("give at least one of --results, --runs, --rounds, --training-curve")
+    if not (args.results or args.runs or args.rounds or args.training_curve or args.strategies):
+        parser.error("give at least one of --results, --strategies, --runs, --rounds, --training-curve")
 
     runs = read_frame(args.runs) if args.runs else None
     rounds = read_frame(args.rounds) if args.rounds else None
@@ -99,8 +108,18 @@ def main(argv: Optional[list[str]] = None) -> int:
         runs, rounds = collect(args.results, [load_profile(p) for p in available_profiles()], args.accounting)
         if runs.empty:
             parser.error(f"no complete runs under {', '.join(map(str, args.results))}")
+    strategy_runs = None
+    if args.strategies:
+        from ..latency import load_profile
+        from ..report import collect
+
+        missing = [str(d) for d in args.strategies if not d.exists()]
+        if missing:
+            parser.error(f"no such strategies directory: {', '.join(missing)}")
+        strategy_runs, _ = collect(args.strategies, [load_profile(p) for p in strategies.PROFILES], args.accounting)
     status = 0
-    for name, job in build_jobs(runs, rounds, curve, args.out, args.profile, _decoder(args.tokenizer), args.rank_by):
+    for name, job in build_jobs(runs, rounds, curve, args.out, args.profile, _decoder(args.tokenizer), args.rank_by,
+                                strategy_runs):
         try:
             paths = job()
         except figures.NoDataError as exc:

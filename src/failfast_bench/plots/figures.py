@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from ..metrics import (DEFAULT_RANK_STATISTIC, alpha_from_acceptance, dllm_passes_per_draft, statistic_column,
@@ -797,4 +798,52 @@ def plot_calibration(rounds: pd.DataFrame, out_dir: Path | str, *, config_name: 
     ax.set_title(f"F11: confidence vs acceptance, {n_bins} quantile bins\n({config_name})", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
+    return save_figure(fig, out_dir, stem)
+
+
+# ---------------------------------------------------------------------------------------------
+# F12 — dLLM drafting strategies (issue 16): pooled modeled speedup per strategy, dataset and profile
+# ---------------------------------------------------------------------------------------------
+
+DATASET_MARKERS = ("o", "s", "D", "^", "v")
+
+
+def plot_strategies(table: pd.DataFrame, out_dir: Path | str, *, stem: str = "f12_strategies") -> list[Path]:
+    """F12: one panel per latency profile; a row per strategy, one marker per dataset at its pooled modeled
+    speedup with the 95 % CI as a whisker; oracle bounds hollow (no CI). Input: plots.strategies.strategies_frame."""
+    func = "plot_strategies (F12)"
+    require_columns(table, ("dataset", "strategy", "is_oracle"), func, "strategies table")
+    profiles = list(table.attrs.get("profiles", ()))
+    if table.empty or not profiles:
+        raise NoDataError(f"{func}: no strategy rows")
+    strategies = list(dict.fromkeys(table["strategy"]))  # the frame is already in display order
+    datasets = list(dict.fromkeys(table["dataset"]))
+    fig = _new_figure(5.0 * len(profiles) + 1.5, 0.42 * len(strategies) + 1.6, layout="constrained")
+    axes = fig.subplots(1, len(profiles), sharey=True, squeeze=False)[0]
+    offset = {d: (i - (len(datasets) - 1) / 2) * 0.22 for i, d in enumerate(datasets)}
+    colors = {d: c for d, c in zip(datasets, ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e"))}
+    for ax, profile in zip(axes, profiles):
+        for r in table.to_dict("records"):
+            y = strategies.index(r["strategy"]) + offset[r["dataset"]]
+            x = r.get(f"speedup_{profile}_pooled", math.nan)
+            if not np.isfinite(x):
+                continue
+            lo, hi = r.get(f"speedup_{profile}_pooled_ci_low", math.nan), r.get(f"speedup_{profile}_pooled_ci_high", math.nan)
+            if np.isfinite(lo) and np.isfinite(hi):
+                ax.plot([lo, hi], [y, y], color=colors[r["dataset"]], linewidth=1.2)
+            marker = DATASET_MARKERS[datasets.index(r["dataset"]) % len(DATASET_MARKERS)]
+            ax.plot([x], [y], marker=marker, markersize=6, color=colors[r["dataset"]],
+                    markerfacecolor="white" if r["is_oracle"] else colors[r["dataset"]])
+        ax.axvline(1.0, color=METHOD_COLORS[VANILLA], linestyle=":", linewidth=1)
+        ax.set_title(f"profile {profile}", fontsize=10)
+        ax.set_xlabel("Modeled speedup, pooled (×)")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(range(len(strategies)), strategies, fontsize=8)
+    axes[0].invert_yaxis()
+    handles = [Line2D([], [], marker=DATASET_MARKERS[i % len(DATASET_MARKERS)], color=colors[d], label=d)
+               for i, d in enumerate(datasets)]
+    handles.append(Line2D([], [], marker="o", color="black", markerfacecolor="white", linestyle="", label="oracle bound (hollow)"))
+    fig.legend(handles=handles, fontsize=8, loc="outside lower center", ncol=len(handles), frameon=False)
+    fig.suptitle(f"F12: dLLM drafting strategies, one drafter, replayed ({table.attrs.get('accounting', 'paper')} "
+                 f"accounting; verification = one decode step; whiskers: 95% bootstrap CI)", fontsize=10)
     return save_figure(fig, out_dir, stem)

@@ -394,3 +394,43 @@ def write_tables(runs: pd.DataFrame, out_dir: Path | str, profile: Optional[str]
     except NoDataError:
         pass
     return paths
+
+
+def display_t3(table: pd.DataFrame) -> pd.DataFrame:
+    """T3 as strings: τ and passes as mean / pooled, each profile's pooled speedup with its CI, and on the
+    FailFast and Fast-dLLM rows their share of the oracle bound beside them."""
+    profiles = table.attrs.get("profiles", ())
+    rows = []
+    for r in table.to_dict("records"):
+        shown = {"Dataset": str(r["dataset"]), "Strategy": str(r["strategy"]), "Config": str(r["config_name"]),
+                 "τ (tokens per round), mean / pooled": _pair(r.get("tokens_per_round"), r.get("tokens_per_round_pooled")),
+                 "Drafter passes per round, mean / pooled": _pair(r.get("drafter_passes_per_round"),
+                                                                  r.get("drafter_passes_per_round_pooled"))}
+        for p in profiles:
+            shown[f"Modeled {p}, pooled [95% CI] (×)"] = _with_ci(r.get(f"speedup_{p}_pooled"), r.get(f"speedup_{p}_pooled_ci_low"),
+                                                                r.get(f"speedup_{p}_pooled_ci_high"))
+            shown[f"Modeled {p}, mean (×)"] = _fmt(r.get(f"speedup_{p}"))
+        shares = [_fmt(r.get(f"of_oracle_{p}"), ".0%") for p in profiles]
+        shown["Run / oracle, " + " / ".join(profiles)] = MISSING if set(shares) == {MISSING} else " / ".join(shares)
+        rows.append(shown)
+    return pd.DataFrame(rows)
+
+
+def write_t3(table: pd.DataFrame, out_dir: Path | str, stem: str = "t3_strategies") -> list[Path]:
+    """T3 ("dLLM drafting strategies") from plots.strategies.strategies_frame."""
+    if table.empty:
+        raise NoDataError("write_t3 (T3): no strategy rows")
+    profiles = ", ".join(table.attrs.get("profiles", ()))
+    caption = (f"T3: dLLM drafting strategies on one engine and one drafter, replayed on identical target "
+               f"continuations ({table.attrs.get('accounting', 'paper')} accounting: N_out counts the last round's "
+               f"overshoot, a dLLM draft cut at a stop token counts its whole window). τ: output tokens per "
+               f"verification round, bonus included; passes: drafter forward passes of every kind per round. Modeled "
+               f"speedup under each profile ({profiles}): total modeled vanilla time / total time (pooled) with its 95% "
+               f"bootstrap CI over questions, every verification charged one target decode step, and the mean over "
+               f"questions. Oracle rows: the per-round hindsight-best cut of the run above (failfast_bench.oracle; "
+               f"rounds scored independently, passes of a cut draft scale with its length, committed = accepted + 1), "
+               f"priced the same way; no CI (a hindsight optimum); τ and passes are those of its cut under "
+               f"{table.attrs.get('rank_profile', '')}. Run / oracle: the run's pooled speedup over the bound on the "
+               f"oracle's own footing. Cost-aware rows: the profile named is the one the run's stop rule priced its "
+               f"extensions with; its speedup is shown under every profile. Replay: no measured speedup.")
+    return write_table(display_t3(table), out_dir, stem, caption, "tab:t3-strategies")
