@@ -27,6 +27,7 @@ PRESETS = {
     "micro_tau": 5,
     "micro_nmax": 7,
     "concavity": 6,
+    "dllm_strategies": 5,
 }
 # Paper-scale presets (GPU): preset -> jobs
 PAPER_PRESETS = {"paper_7b": 18, "paper_14b": 18, "paper_32b": 18, "paper_dllm_grid": 14, "paper_ar_grid": 8}
@@ -173,7 +174,7 @@ def _launch(args, log: Path) -> subprocess.Popen:
 def test_sigkill_mid_sweep_then_rerun_loses_and_duplicates_nothing(tmp_path):
     out = tmp_path / "runs"
     args = ["experiment=micro_tau", "drafter=ar_dynamic", "drafter.model=target", "drafter.tau=0.2,0.5,0.8",
-            "drafter.n=4", "drafter.n_max=8", "run.replay=false", "dataset.num_questions=2", "run.max_new_tokens=8",
+            "drafter.n=4", "drafter.n_max=8", "run.replay=false", "run.trajectories=false", "dataset.num_questions=2", "run.max_new_tokens=8",
             f"run.output_dir={out}", "run.progress=false", "run.threads=1"]
     first, second, third = sweeps.jobs(args)
     checkpoint = second.run_dir / "partial" / "q00000.json"
