@@ -36,10 +36,12 @@ init=()
 $PY -m failfast_bench.train recipe=dllm target="$TARGET" stage=train "${init[@]}" "$@"
 $PY -m failfast_bench.train recipe=dllm target="$TARGET" stage=ship "$@"
 # The target-conditioned block drafter starts from the plain one (its feature fusion starts at zero, so step 0
-# is that drafter); the shipped one trained 400 steps from the shipped plain drafter.
+# is that drafter). The shipped one ran this schedule (300 steps) and stopped at step 212 on a 50-minute budget
+# (train.time_budget_minutes=50); to continue it instead, pass
+# train.init_from=src/failfast_bench/shipped/$TARGET/dllm_cond with a fresh train.run_dir.
 init=()
 [ -f "$CACHE/train_runs/$TARGET/dllm_cond/checkpoint.pt" ] || init=("train.init_from=src/failfast_bench/shipped/$TARGET/dllm")
-$PY -m failfast_bench.train recipe=dllm_cond target="$TARGET" stage=train train.steps=400 "${init[@]}" "$@"
+$PY -m failfast_bench.train recipe=dllm_cond target="$TARGET" stage=train train.steps=300 "${init[@]}" "$@"
 $PY -m failfast_bench.train recipe=dllm_cond target="$TARGET" stage=ship "$@"
 $PY -m failfast_bench.train recipe=eagle3 target="$TARGET" stage=train "$@"
 $PY -m failfast_bench.train recipe=eagle3 target="$TARGET" stage=ship "$@"
