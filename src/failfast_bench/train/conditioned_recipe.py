@@ -54,35 +54,25 @@ class ConditionedTrainee(BlockDiffusionTrainee):
             out[i, : taps.shape[0]] = taps.float()  # a copy outside inference mode: autograd may save it
         return out
 
-    def hidden(self, batch: LossBatch) -> torch.Tensor:
+    def input_embeds(self, batch: LossBatch) -> torch.Tensor:
         embeds = self.embed_ids(batch.input_ids)
-        if batch.feature_index is not None and batch.sequences:
-            taps = self.taps(batch.sequences).to(embeds.device)
-            index = batch.feature_index
-            has = index >= 0
-            gathered = torch.gather(taps, 1, index.clamp(min=0)[..., None].expand(-1, -1, taps.shape[-1]))
-            embeds = embeds + self.fusion(gathered).to(embeds.dtype) * has[..., None].to(embeds.dtype)
-        out = self.body(inputs_embeds=embeds, attention_mask=batch.attention, position_ids=batch.position_ids)
-        return out.last_hidden_state
+        if batch.feature_index is None or not batch.sequences:
+            return embeds
+        taps = self.taps(batch.sequences).to(embeds.device)
+        index = batch.feature_index
+        gathered = torch.gather(taps, 1, index.clamp(min=0)[..., None].expand(-1, -1, taps.shape[-1]))
+        return embeds + self.fusion(gathered).to(embeds.dtype) * (index >= 0)[..., None].to(embeds.dtype)
 
-    def load_exported(self, directory) -> None:
+    def load_exported(self, directory) -> dict:
         from ..drafters.conditioned_model import FEATURE_FUSE_KEY
-        from ..drafters.weight_files import read_safetensors
-        from pathlib import Path
 
-        super().load_exported(directory)
-        state = read_safetensors(Path(directory) / "model.safetensors")
-        if FEATURE_FUSE_KEY in state:  # a conditioned export; a plain one leaves the fusion at zero
-            self.fusion.load_from_file(state)
+        rest = super().load_exported(directory)
+        if FEATURE_FUSE_KEY in rest:  # a conditioned export; a plain one leaves the fusion at zero
+            self.fusion.load_from_file(rest)
+        return rest
 
-    def export(self, directory, target_name: str, block_size: int, extra_meta: Optional[dict] = None):
-        from ..drafters.blockdiff_model import save_project_drafter
-
-        return save_project_drafter(
-            directory, self.body, self.mask_embedding, block_size=block_size, mask_token_id=self.mask_token_id, target=target_name,
-            dtype=torch.bfloat16, extra_meta={**(extra_meta or {}), "feature_layers": list(self.feature_layers)},
-            extra_tensors=self.fusion.state_for_file(),
-        )
+    def file_extras(self) -> tuple[dict, dict]:
+        return {"feature_layers": list(self.feature_layers)}, self.fusion.state_for_file()
 
 
 class ConditionedDllmRecipe(DllmRecipe):
@@ -91,35 +81,26 @@ class ConditionedDllmRecipe(DllmRecipe):
     name = "dllm_cond"
 
     def __init__(self, target_model, target_name: str, layers: Sequence[int], settings: DllmSettings, eval_settings, feature_layers: Sequence[int]):
-        self.settings = settings
-        self.eval_settings = eval_settings
-        self.target_name = target_name
-        vocab = int(target_model.get_input_embeddings().weight.shape[0])
-        self.mask_token_id = int(settings.mask_token_id if settings.mask_token_id is not None else vocab)
-        self.model = ConditionedTrainee(target_model, layers, self.mask_token_id, feature_layers)
+        self.feature_layers = tuple(int(i) for i in feature_layers)
+        super().__init__(target_model, target_name, layers, settings, eval_settings)
+
+    def make_trainee(self, target_model, layers: Sequence[int]) -> ConditionedTrainee:
+        return ConditionedTrainee(target_model, layers, self.mask_token_id, self.feature_layers)
 
     def make_batch(self, examples, rng):
         from .dllm_recipe import build_dllm_batch
 
         return build_dllm_batch(examples, self.settings, rng, self.mask_token_id, with_features=True)
 
-    def inference_model(self, dtype: Optional[torch.dtype] = None):
+    def inference_extras(self, dtype: Optional[torch.dtype]) -> tuple[type, dict]:
         import copy
 
         from ..drafters.conditioned_model import ConditionedBlockLM
 
         m = self.model
-        body = m.body if dtype is None else copy.deepcopy(m.body).to(dtype)
         fusion = m.fusion if dtype is None else copy.deepcopy(m.fusion).to(dtype)
-        mask = m.mask_embedding.detach() if dtype is None else m.mask_embedding.detach().to(dtype)
-        return ConditionedBlockLM(
-            body, m.embed, m.head, block_size=self.settings.block_size, mask_token_id=self.mask_token_id,
-            mask_embedding=mask, vocab_limit=m.vocab, feature_layers=m.feature_layers, fusion=fusion,
-        )
+        return ConditionedBlockLM, {"feature_layers": m.feature_layers, "fusion": fusion}
 
-    def evaluate(self, examples):
-        from .evaluate import evaluate_block_diffusion
-
-        dtype = getattr(torch, self.eval_settings.dtype) if self.eval_settings.dtype else None
+    def taps_of(self):
         model = self.model
-        return evaluate_block_diffusion(self.inference_model(dtype), examples, self.eval_settings, taps_of=lambda seq: model.taps([seq])[0, : len(seq)])
+        return lambda seq: model.taps([seq])[0, : len(seq)]

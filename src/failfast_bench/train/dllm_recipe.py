@@ -75,15 +75,20 @@ class BlockDiffusionTrainee(nn.Module):
             tokens = self.embed(ids.masked_fill(is_mask | (ids >= self.vocab), 0)).float()
         return torch.where(is_mask[..., None], self.mask_embedding.to(tokens.dtype), tokens)
 
+    def input_embeds(self, batch: "LossBatch") -> torch.Tensor:
+        """The trunk's input rows (a target-conditioned trainee adds the target's taps here)."""
+        return self.embed_ids(batch.input_ids)
+
     def hidden(self, batch: "LossBatch") -> torch.Tensor:
-        out = self.body(inputs_embeds=self.embed_ids(batch.input_ids), attention_mask=batch.attention, position_ids=batch.position_ids)
+        out = self.body(inputs_embeds=self.input_embeds(batch), attention_mask=batch.attention, position_ids=batch.position_ids)
         return out.last_hidden_state
 
     def logits_at(self, hidden: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         flat = hidden.reshape(-1, hidden.shape[-1]).index_select(0, rows)
         return self.head(flat.to(self.head.weight.dtype))
 
-    def load_exported(self, directory) -> None:
+    def load_exported(self, directory) -> dict:
+        """Warm start from an exported drafter; returns the file's tensors other than the trunk's."""
         from ..drafters.blockdiff_model import MASK_EMBEDDING_KEY
         from .trunk import load_exported_trunk
 
@@ -93,10 +98,16 @@ class BlockDiffusionTrainee(nn.Module):
         if MASK_EMBEDDING_KEY in rest:
             with torch.no_grad():
                 self.mask_embedding.copy_(rest[MASK_EMBEDDING_KEY].float().reshape(-1))
+        return rest
+
+    def file_extras(self) -> tuple[dict, dict]:
+        """(config metadata, tensors) an export holds beyond the trunk and mask embedding."""
+        return {}, {}
 
     def export(self, directory, target_name: str, block_size: int, extra_meta: Optional[dict] = None):
         from ..drafters.blockdiff_model import save_project_drafter
 
+        meta, tensors = self.file_extras()
         return save_project_drafter(
             directory,
             self.body,
@@ -105,7 +116,8 @@ class BlockDiffusionTrainee(nn.Module):
             mask_token_id=self.mask_token_id,
             target=target_name,
             dtype=torch.bfloat16,
-            extra_meta=extra_meta,
+            extra_meta={**(extra_meta or {}), **meta},
+            extra_tensors=tensors,
         )
 
 
@@ -207,7 +219,20 @@ class DllmRecipe:
         self.target_name = target_name
         vocab = int(target_model.get_input_embeddings().weight.shape[0])
         self.mask_token_id = int(settings.mask_token_id if settings.mask_token_id is not None else vocab)
-        self.model = BlockDiffusionTrainee(target_model, layers, self.mask_token_id)
+        self.model = self.make_trainee(target_model, layers)
+
+    def make_trainee(self, target_model, layers: Sequence[int]) -> BlockDiffusionTrainee:
+        return BlockDiffusionTrainee(target_model, layers, self.mask_token_id)
+
+    def inference_extras(self, dtype: Optional[torch.dtype]) -> tuple[type, dict]:
+        """The inference class and its extra arguments (a conditioned recipe's fusion and taps)."""
+        from ..drafters.blockdiff_model import BlockDiffusionLM
+
+        return BlockDiffusionLM, {}
+
+    def taps_of(self):
+        """``evaluate_block_diffusion``'s ``taps_of`` (None: the drafter reads no target taps)."""
+        return None
 
     def make_batch(self, examples, rng):
         return build_dllm_batch(examples, self.settings, rng, self.mask_token_id)
@@ -219,21 +244,20 @@ class DllmRecipe:
         """The trainee as the drafting code sees it; ``dtype``: evaluate a cast copy (the trainee is untouched)."""
         import copy
 
-        from ..drafters.blockdiff_model import BlockDiffusionLM
-
         m = self.model
         body = m.body if dtype is None else copy.deepcopy(m.body).to(dtype)
         mask = m.mask_embedding.detach() if dtype is None else m.mask_embedding.detach().to(dtype)
-        return BlockDiffusionLM(
+        cls, extras = self.inference_extras(dtype)
+        return cls(
             body, m.embed, m.head, block_size=self.settings.block_size, mask_token_id=self.mask_token_id,
-            mask_embedding=mask, vocab_limit=m.vocab,
+            mask_embedding=mask, vocab_limit=m.vocab, **extras,
         )
 
     def evaluate(self, examples):
         from .evaluate import evaluate_block_diffusion
 
         dtype = getattr(torch, self.eval_settings.dtype) if self.eval_settings.dtype else None
-        return evaluate_block_diffusion(self.inference_model(dtype), examples, self.eval_settings)
+        return evaluate_block_diffusion(self.inference_model(dtype), examples, self.eval_settings, taps_of=self.taps_of())
 
     def export(self, directory, meta: dict):
         return self.model.export(directory, self.target_name, self.settings.block_size, extra_meta=meta)
