@@ -128,7 +128,7 @@ class ConditionedBlockLM(BlockDiffusionLM):
         logits = super().write_blocks(tokens, every_block_end)
         if self._valid_rows == start:
             # A row p is complete if it needed no feature (p = 0) or had it (p - 1 < known).
-            self._valid_rows = min(start + len(tokens), max(self.known_features + 1, 1))
+            self._valid_rows = min(start + len(tokens), self.known_features + 1)
         return logits
 
     def describe(self) -> dict[str, Any]:
