@@ -232,10 +232,10 @@ def _score_committed(questions: dict, tokenizer) -> dict[str, pd.DataFrame]:
 
 def test_committed_runs_extract_the_same_answers(smollm2_tokenizer):
     """Without the dataset: every method's extracted final numbers equal vanilla's (so would any score)."""
-    questions = {str(i): data.Question(str(i), i, ["q"], None, {}) for i in range(10)}
+    questions = {str(i): data.Question(str(i), i, ["q"], None, {}) for i in range(30)}
     scored = _score_committed(questions, smollm2_tokenizer)
     vanilla = next(f for name, f in scored.items() if name.startswith("vanilla__"))
-    assert vanilla["predicted_answer"].notna().sum() >= 8
+    assert vanilla["predicted_answer"].notna().mean() >= 0.8
     for name, frame in scored.items():
         assert list(frame["predicted_answer"]) == list(vanilla["predicted_answer"]), name
 
@@ -244,7 +244,7 @@ def test_committed_runs_score_identically(full_gsm8k_test, smollm2_tokenizer):
     questions, _ = data.questions_by_id(DatasetConfig(name="gsm8k", path=str(full_gsm8k_test), use_hf=False))
     scored = _score_committed(questions, smollm2_tokenizer)
     vanilla = next(f for name, f in scored.items() if name.startswith("vanilla__"))
-    assert list(vanilla["reference_answer"]) == ["18", "3", "70000", "540", "20", "64", "260", "160", "45", "460"]
+    assert list(vanilla["reference_answer"])[:10] == ["18", "3", "70000", "540", "20", "64", "260", "160", "45", "460"]
     for name, frame in scored.items():
         assert list(frame["correct"]) == list(vanilla["correct"]), name
 

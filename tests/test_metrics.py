@@ -108,7 +108,7 @@ import numpy as np  # noqa: E402
 from failfast_bench import trace  # noqa: E402
 from failfast_bench.latency import HardwareProfile as _Profile  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parents[1] / "results" / "runs" / "smollm2-135m" / "gsm8k"
+RESULTS = Path(__file__).resolve().parent / "data" / "runs_gsm8k_q0-9"  # the traces issue 13 was written about
 
 
 def test_loop_period_finds_the_smallest_period_covering_the_tail():

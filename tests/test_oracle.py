@@ -13,7 +13,7 @@ from failfast_bench.latency import load_profile
 from failfast_bench.oracle import Pricing, Round, oracle_lengths, passes_for, round_cost, speedup
 
 PAPER = Pricing(pass_ms=6.1, step_ms=52.6)  # a6000_paper, Qwen2.5-32B: verification = one decode step
-RUN = Path(__file__).resolve().parents[1] / "results/runs/smollm2-135m/gsm8k/dllm_0.05_df_0.45_60_10__5bd80a0fc7"
+RUN = Path(__file__).resolve().parent / "data/runs_gsm8k_q0-9/dllm_0.05_df_0.45_60_10__5bd80a0fc7"
 
 
 def test_passes_scale_with_the_cut_and_keep_the_prefill():

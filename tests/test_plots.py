@@ -340,7 +340,7 @@ def test_f10_on_the_committed_failfast_trace_recovers_the_paper_cost_ratio():
     from failfast_bench.latency import load_profile
     from failfast_bench.report import collect
 
-    run = Path(__file__).resolve().parents[1] / "results" / "runs" / "smollm2-135m" / "gsm8k" / "dllm_0.05_df_0.45_60_10__5bd80a0fc7"
+    run = Path(__file__).resolve().parent / "data" / "runs_gsm8k_q0-9" / "dllm_0.05_df_0.45_60_10__5bd80a0fc7"
     runs_frame, _ = collect([run], [load_profile("a6000_paper")])
     assert figures._cost_ratio_per_pass(runs_frame.iloc[0].to_dict()) == pytest.approx(6.1 / 52.6)  # was 0.1055
 

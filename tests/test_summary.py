@@ -14,6 +14,7 @@ from failfast_bench.cli import compose
 from failfast_bench.runner import build_summary, config_hash, format_summary
 
 ROOT = Path(__file__).resolve().parents[1]
+Q0_9 = ROOT / "tests" / "data" / "runs_gsm8k_q0-9"  # the traces issue 13 was written about
 
 
 def _refuse_constant(name):
@@ -53,7 +54,7 @@ def test_committed_summaries_hold_both_accountings_and_the_new_keys():
 
 
 def test_committed_gsm8k_question_2_is_flagged_in_questions_parquet_and_summary():
-    run = ROOT / "results" / "runs" / "smollm2-135m" / "gsm8k" / "dllm_0.05_df_0.45_60_10__5bd80a0fc7"
+    run = Q0_9 / "dllm_0.05_df_0.45_60_10__5bd80a0fc7"
     questions = pd.read_parquet(run / "questions.parquet")
     row = questions.set_index("question_id").loc["2"]
     assert bool(row["degenerate"]) and int(row["loop_period"]) == 3
@@ -64,7 +65,7 @@ def test_committed_gsm8k_question_2_is_flagged_in_questions_parquet_and_summary(
 
 def test_accounting_and_load_tolerance_leave_the_config_hash_of_committed_runs_alone(tmp_path):
     """A vanilla run has no drafter weights in its hash: its directory name must survive the new keys."""
-    run = ROOT / "results" / "runs" / "smollm2-135m" / "gsm8k" / "vanilla__e825ca0459"
+    run = Q0_9 / "vanilla__e825ca0459"
     cfg = OmegaConf.load(run / "config.yaml")
     assert config_hash(cfg)[:10] == "e825ca0459"
     for accounting in ("paper", "strict"):
@@ -178,7 +179,7 @@ def test_console_reads_old_and_replayed_summaries():
 def test_resummarize_keeps_the_run_facts_and_adds_the_new_ones(tmp_path):
     import shutil
 
-    src = ROOT / "results" / "runs" / "smollm2-135m" / "gsm8k" / "dllm_0.05_df_0.45_70_10__3193253658"
+    src = Q0_9 / "dllm_0.05_df_0.45_70_10__3193253658"
     run = tmp_path / src.name
     shutil.copytree(src, run)
     before = json.loads((run / "summary.json").read_text())  # may predate strict JSON
@@ -195,7 +196,7 @@ def test_resummarize_keeps_the_run_facts_and_adds_the_new_ones(tmp_path):
 def test_a_complete_run_asked_for_under_the_other_accounting_is_reported_without_rerunning():
     from failfast_bench.runner import headline
 
-    run = ROOT / "results" / "runs" / "smollm2-135m" / "gsm8k" / "dllm_0.05_df_0.45_60_10__5bd80a0fc7"
+    run = Q0_9 / "dllm_0.05_df_0.45_60_10__5bd80a0fc7"
     stored = strict_load((run / "summary.json").read_text())
     strict = headline(stored, "strict")
     assert strict["headline_accounting"] == "strict" and strict["metrics"]["accounting"] == "strict"
