@@ -36,12 +36,17 @@ init=()
 $PY -m failfast_bench.train recipe=dllm target="$TARGET" stage=train "${init[@]}" "$@"
 $PY -m failfast_bench.train recipe=dllm target="$TARGET" stage=ship "$@"
 # The target-conditioned block drafter starts from the plain one (its feature fusion starts at zero, so step 0
-# is that drafter). The shipped one ran this schedule (300 steps) and stopped at step 212 on a 50-minute budget
-# (train.time_budget_minutes=50); to continue it instead, pass
-# train.init_from=src/failfast_bench/shipped/$TARGET/dllm_cond with a fresh train.run_dir.
+# is that drafter), in two runs as shipped: a 300-step schedule that stopped at step 212 on its 50-minute budget,
+# then a fresh 1000-step schedule from that export (optimizer restarted, warmup again) that stopped at step 993
+# on a 95-minute budget (2026-11-30, 1 thread, other jobs on the other core: 4.5-8 s/step). On another machine the
+# budgets stop at other steps; drop train.time_budget_minutes to run both schedules to the end.
 init=()
 [ -f "$CACHE/train_runs/$TARGET/dllm_cond/checkpoint.pt" ] || init=("train.init_from=src/failfast_bench/shipped/$TARGET/dllm")
-$PY -m failfast_bench.train recipe=dllm_cond target="$TARGET" stage=train train.steps=300 "${init[@]}" "$@"
-$PY -m failfast_bench.train recipe=dllm_cond target="$TARGET" stage=ship "$@"
+$PY -m failfast_bench.train recipe=dllm_cond target="$TARGET" stage=train train.steps=300 train.time_budget_minutes=50 "${init[@]}" "$@"
+init=()
+[ -f "$CACHE/train_runs/$TARGET/dllm_cond_2/checkpoint.pt" ] || init=("train.init_from=$CACHE/train_runs/$TARGET/dllm_cond/export")
+$PY -m failfast_bench.train recipe=dllm_cond target="$TARGET" stage=train train.run_dir="$CACHE/train_runs/$TARGET/dllm_cond_2" \
+  train.steps=1000 train.time_budget_minutes=95 train.eval_every=125 "${init[@]}" "$@"
+$PY -m failfast_bench.train recipe=dllm_cond target="$TARGET" stage=ship train.run_dir="$CACHE/train_runs/$TARGET/dllm_cond_2" "$@"
 $PY -m failfast_bench.train recipe=eagle3 target="$TARGET" stage=train "$@"
 $PY -m failfast_bench.train recipe=eagle3 target="$TARGET" stage=ship "$@"
