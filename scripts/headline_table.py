@@ -81,7 +81,7 @@ def orderings(paper: pd.DataFrame, strict: pd.DataFrame) -> list[str]:
         if frame.empty:
             continue
         frame = frame.sort_values(column, ascending=False)
-        ranked = " > ".join(f"{method_of(r['drafter'], r['config_name'])} {'live' if not r['replay'] else r['config_name']} "
+        ranked = " > ".join(f"{method_of(r['drafter'], r['config_name'])} `{r['config_name']}`{'' if r['replay'] else ' (live)'} "
                             f"{r[column]:.2f}" for _, r in frame.iterrows())
         lines.append(f"- **{label}**: {ranked}")
     return lines
