@@ -139,6 +139,8 @@ drafters() {  # issue 14: dLLM drafter designs on GSM8K q0-29 (results/runs_draf
   LANES=1 run_jobs <<EOF
 dataset=gsm8k drafter=failfast drafter.model=shipped:dllm run.replay=true
 dataset=gsm8k drafter=failfast drafter.model=shipped:dllm_cond run.replay=true
+dataset=gsm8k drafter=failfast drafter.model=shipped:dllm_cond drafter.dtype=bfloat16 drafter.draft_vocab=true
+dataset=mt_bench drafter=failfast drafter.model=shipped:dllm_cond run.replay=true
 EOF
 }
 
