@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from failfast_bench.plots.tables import _fmt, _with_ci
+
 
 def row(label: str, run_dir: Path) -> str:
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -22,15 +24,11 @@ def row(label: str, run_dir: Path) -> str:
     extended = float((rounds["draft_len"] > n).mean()) if n else float("nan")
     throughput = m.get("throughput_ratio_pooled")
 
-    def fmt(value, spec=".2f", suffix=""):
-        return "n/a" if value is None else f"{value:{spec}}{suffix}"
-
     return (
-        f"| {label} | {len(summary.get('degenerate', {}).get('questions', []))}/{m.get('n_questions')} | "
-        f"{fmt(m.get('tokens_per_round_pooled'))} [{fmt(m.get('tokens_per_round_pooled_ci_low'))}, {fmt(m.get('tokens_per_round_pooled_ci_high'))}] | "
-        f"{fmt(m.get('tokens_per_round'))} | {fmt(m.get('tokens_per_round_pooled_excluding_degenerate'))} | "
-        f"{'n/a' if n is None else f'{100 * extended:.1f} %'} | {int(rounds['draft_len'].max())} | {fmt(m.get('drafter_passes_per_round_pooled'))} | "
-        f"{fmt(throughput, '.2f', 'x')} |"
+        f"| {label} | {len(summary.get('degenerate', {}).get('questions', []))}/{m.get('n_questions')} | {ci} | "
+        f"{_fmt(m.get('tokens_per_round'))} | {_fmt(m.get('tokens_per_round_pooled_excluding_degenerate'))} | "
+        f"{'n/a' if n is None else f'{100 * extended:.1f} %'} | {int(rounds['draft_len'].max())} | {_fmt(m.get('drafter_passes_per_round_pooled'))} | "
+        f"{'n/a' if throughput is None else _fmt(throughput) + 'x'} |"
     )
 
 

@@ -10,13 +10,13 @@ of a sweep (modeled only); the live one carries the measured columns.
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import pandas as pd
 
 from failfast_bench.latency import load_profile
 from failfast_bench.plots.figures import method_of
+from failfast_bench.plots.tables import _fmt, _pair, _with_ci
 from failfast_bench.report import best_configs, collect
 
 # statistic label -> (column, which accounting frame)
@@ -30,12 +30,8 @@ ORDERINGS = {
 }
 
 
-def _num(value, spec: str = ".2f") -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:{spec}}"
-
-
 def _ci(row, base: str) -> str:
-    return f"{_num(row[base])} [{_num(row[base + '_ci_low'])}, {_num(row[base + '_ci_high'])}]"
+    return _with_ci(row[base], row[base + "_ci_low"], row[base + "_ci_high"])
 
 
 def _label(row) -> str:
@@ -64,11 +60,12 @@ def table(paper: pd.DataFrame, strict: pd.DataFrame) -> list[str]:
         live = not row["replay"]
         guard = ("flagged" if row["load_guard"] == "flagged" else "ok") if live else "n/a"
         lines.append(
-            f"| {_label(row)} | {_num(row['modeled_speedup'])}× | {_num(row['modeled_speedup_median'])}× | "
-            f"{_ci(row, 'modeled_speedup_pooled')}× | {_num(row['modeled_speedup_excluding_degenerate'])} / "
-            f"{_num(row['modeled_speedup_pooled_excluding_degenerate'])} | {_num(s['modeled_speedup'])} / {_ci(s, 'modeled_speedup_pooled')} | "
-            f"{_ci(row, 'tokens_per_round_pooled')} | {_num(row['measured_speedup']) if live else '–'} | "
-            f"{_ci(row, 'measured_speedup_pooled') if live else '–'} | {_num(row['throughput_ratio_pooled']) if live else '–'} | {guard} |"
+            f"| {_label(row)} | {_fmt(row['modeled_speedup'])}× | {_fmt(row['modeled_speedup_median'])}× | "
+            f"{_ci(row, 'modeled_speedup_pooled')}× | "
+            f"{_pair(row['modeled_speedup_excluding_degenerate'], row['modeled_speedup_pooled_excluding_degenerate'])} | "
+            f"{_fmt(s['modeled_speedup'])} / {_ci(s, 'modeled_speedup_pooled')} | {_ci(row, 'tokens_per_round_pooled')} | "
+            f"{_fmt(row['measured_speedup']) if live else '–'} | {_ci(row, 'measured_speedup_pooled') if live else '–'} | "
+            f"{_fmt(row['throughput_ratio_pooled']) if live else '–'} | {guard} |"
         )
     return lines
 
