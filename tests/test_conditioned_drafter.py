@@ -141,3 +141,68 @@ def test_replay_hands_the_same_taps(pair):
     assert [r.draft_tokens for r in replayed.rounds] == [r.draft_tokens for r in live.rounds]
     for a, b in zip(replayed.rounds, live.rounds):
         assert a.confidences == pytest.approx(b.confidences, abs=1e-4)
+
+
+def _no_model(model):
+    """A pass source that refuses to compute (proof that a replay ran from the store alone) but still holds the
+    model: the drafter reads the target features the verifier hands it from there."""
+    from test_trajectory_store import NoModel
+
+    source = NoModel()
+    source.model = model
+    return source
+
+
+def test_trajectory_store_serves_the_conditioned_drafter(pair, tmp_path):
+    """Replayed with stored passes, every config's trace equals the plain replay field by field; a second sweep
+    runs from the store alone; features that differ by one ulp-scale nudge are a miss, never a stale hit."""
+    import dataclasses
+
+    from failfast_bench.drafters.stored_passes import attach
+    from failfast_bench.replay import ReplayVerifier
+    from failfast_bench.trajectory_store import TrajectoryStore
+    from test_replay import comparable
+
+    target, directory = pair
+    model = load_block_diffusion_drafter(str(directory), target_model=target)
+    taps = TargetVerifier(target, feature_layers=TAPS)
+    prompts = [prompt_of(n) for n in (5, 32, 45)]
+    continuations = {tuple(p): greedy_reference(target, p, 160, stop_ids=()) for p in prompts}
+    configs = {
+        "ff": lambda m: FailFastDrafter(m, tau=0.0, n=10, n_max=60, stop_ids=(EOS,)),
+        "ff_tau": lambda m: FailFastDrafter(m, tau=0.3, n=6, n_max=30, stop_ids=(EOS,)),
+        "ff_clean": lambda m: FailFastDrafter(m, tau=0.3, mode="clean", stop_ids=(EOS,)),
+        "ff_exact": lambda m: FailFastDrafter(m, tau=0.0, kv_policy="exact", stop_ids=(EOS,)),
+        "dllm": lambda m: DllmDrafter(m, spec_len=5, theta=0.9, stop_ids=(EOS,)),
+    }
+
+    def run(drafter, features_of=taps.sequence_features):
+        drafts, propose = [], drafter.propose
+        drafter.propose = lambda context: drafts.append(propose(context)) or drafts[-1]
+        out = []
+        for prompt in prompts:
+            verifier = ReplayVerifier(lambda p: continuations[tuple(p)], features_of=features_of, feature_layers=TAPS)
+            out.append([comparable(r) for r in generate(verifier, drafter, prompt, 64, stop_ids=[EOS]).rounds])
+        return out, [dataclasses.asdict(d) for d in drafts]
+
+    store = TrajectoryStore("cond", root=tmp_path)
+    reference = {}
+    for name, make in configs.items():
+        reference[name] = run(make(model))
+        drafter = make(model)
+        stored = attach(drafter, store)
+        assert run(drafter) == reference[name], name
+        stored.flush()
+    rounds = [r for rs, _ in reference.values() for per_prompt in rs for r in per_prompt]
+    assert any(r["passes_cache_update"] for r in rounds) and sum(r["passes_prefill"] for r in rounds) > len(prompts)
+    for name, make in configs.items():
+        drafter = make(model)
+        stored = attach(drafter, store)
+        stored.model_passes = _no_model(model)
+        assert run(drafter) == reference[name], name
+        assert stored.misses == 0 and stored.hits > 0
+    drafter = configs["ff"](model)
+    stored = attach(drafter, store)
+    stored.model_passes = _no_model(model)
+    with pytest.raises(AssertionError, match="the model was asked"):
+        run(drafter, features_of=lambda ids: taps.sequence_features(ids) * (1 + 1e-6))

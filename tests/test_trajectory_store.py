@@ -261,7 +261,8 @@ def test_the_switch_keeps_run_hashes_and_refuses_what_it_cannot_store():
 @pytest.mark.integration
 @requires_smollm2
 @pytest.mark.parametrize("drafter", [["drafter=failfast", "drafter.tau=0.4", "drafter.n_max=35"],
-                                     ["drafter=failfast", "drafter.mode=clean"], ["drafter=dllm", "drafter.spec_len=8"]])
+                                     ["drafter=failfast", "drafter.mode=clean"], ["drafter=dllm", "drafter.spec_len=8"],
+                                     ["drafter=failfast", "drafter.model=shipped:dllm_cond"]])
 def test_stored_run_equals_replayed_run_on_smollm2(tmp_path, drafter):
     import pandas as pd
 

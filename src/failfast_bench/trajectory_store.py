@@ -12,6 +12,9 @@ A pass's key (:func:`write_key`, :func:`denoise_key`) is a digest of everything 
 the cache's history (every block-write call that built it, in order, with how much of it a crop kept: the
 KV of a block written inside a multi-block prefill is not bit-identical to the same block written alone),
 the block's tokens with their masks, the requested rows, and for a write whether every block end was read.
+A target-conditioned drafter's passes also read the target's features: their keys and cache states hold a digest
+of the exact feature rows each pass read (:func:`features_digest`), and its cache validity (rows written before
+their features were known are re-written) is tracked with the history, so stored passes stand in for it too.
 The directory names the numerics (:func:`identity`): drafter and target weights, dtype, device, thread
 count and library versions; a different one is simply another store.
 
@@ -53,17 +56,31 @@ def _digest(*parts: bytes) -> bytes:
 EMPTY_CACHE = _digest(b"empty-cache")
 
 
-def segment_state(previous: bytes, tokens: Sequence[int], kept: int) -> bytes:
-    """State of the cache after a write of ``tokens`` on top of ``previous``, of which ``kept`` positions remain."""
-    return _digest(previous, b"S", _ids((kept,)), _ids(tokens))
+def segment_state(previous: bytes, tokens: Sequence[int], kept: int, features: bytes = b"") -> bytes:
+    """State of the cache after a write of ``tokens`` on top of ``previous``, of which ``kept`` positions remain.
+    ``features``: digest of the target features the write read (:func:`features_digest`; empty for a plain drafter,
+    which keeps the keys of stores written before conditioned drafters were storable)."""
+    return _digest(previous, b"S", _ids((kept,)), _ids(tokens), *((b"F", features) if features else ()))
 
 
-def write_key(state: bytes, tokens: Sequence[int], every_block_end: bool) -> bytes:
-    return _digest(state, b"W" if every_block_end else b"w", _ids(tokens))
+def write_key(state: bytes, tokens: Sequence[int], every_block_end: bool, features: bytes = b"") -> bytes:
+    return _digest(state, b"W" if every_block_end else b"w", _ids(tokens), *((b"F", features) if features else ()))
 
 
-def denoise_key(state: bytes, block: Sequence[int], rows: Sequence[int]) -> bytes:
-    return _digest(state, b"D", _ids(block), b"|", _ids(rows))
+def denoise_key(state: bytes, block: Sequence[int], rows: Sequence[int], features: bytes = b"") -> bytes:
+    return _digest(state, b"D", _ids(block), b"|", _ids(rows), *((b"F", features) if features else ()))
+
+
+def features_digest(index, taps) -> bytes:
+    """Digest of the feature rows a pass reads: ``index`` (per input row, the tap row it reads or -1, as
+    ``conditioned_model.feature_rows`` gives it) and those rows' exact bytes. Keyed by content, a stored pass of a
+    target-conditioned drafter is reused only where its features are bit-identical, whatever produced them (a
+    replayed continuation's one target forward, whose length can differ between configs)."""
+    used = index[index >= 0]
+    parts = [b"I", index.cpu().numpy().astype(np.int64).tobytes()]
+    if taps is not None and used.numel():
+        parts += [b"T", str(taps.dtype).encode(), taps.index_select(0, used.to(taps.device)).float().contiguous().cpu().numpy().tobytes()]
+    return _digest(*parts)
 
 
 @dataclass

@@ -371,7 +371,7 @@ class BlockDiffusionDrafter(Drafter):
         ell = len(context)
         ell0 = ell // B * B
         if self.target_feature_layers:
-            valid = self.model.valid_cache_rows // B * B  # blocks written before their features were known go
+            valid = self.passes.valid_cache_rows // B * B  # blocks written before their features were known go
             if len(self._cache_tokens) > valid:
                 self._drop_cache_after(valid)
         cached = len(self._cache_tokens)

@@ -44,6 +44,11 @@ class ModelPasses:
     def cache_len(self) -> int:
         return self.model.cache_len
 
+    @property
+    def valid_cache_rows(self) -> int:
+        """Leading cached rows written with every input they read (a target-conditioned model's count)."""
+        return getattr(self.model, "valid_cache_rows", self.model.cache_len)
+
     def start(self, prompt_ids: Sequence[int]) -> None:
         self.model.reset()
 
