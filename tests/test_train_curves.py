@@ -27,3 +27,18 @@ def test_curves_cli_writes_csv(tmp_path):
     out = tmp_path / "curves.csv"
     assert main(["--cache-root", str(tmp_path), "--target", "t", "--out", str(out)]) == 0
     assert out.read_text().splitlines()[1].startswith("AR drafter")
+
+
+def test_warm_started_runs_are_one_line_and_absent_runs_keep_their_rows(tmp_path):
+    root = tmp_path / "train_runs" / "t"
+    for name, steps in (("dllm_cond", (10, 20)), ("dllm_cond_2", (10,)), ("dllm_cond_unitnorm", (10,))):
+        (root / name).mkdir(parents=True)
+        (root / name / "log.jsonl").write_text("\n".join(json.dumps({"kind": "train", "step": s, "accuracy": 0.5, "loss": 2.0})
+                                                         for s in steps))
+    out = tmp_path / "curves.csv"
+    out.write_text('label,step,accuracy,loss,kind\nAR drafter (training accuracy),5,0.4,3.0,train\n')
+    assert main(["--cache-root", str(tmp_path), "--target", "t", "--out", str(out)]) == 0
+    frame = __import__("pandas").read_csv(out)
+    cond = frame[frame.label.str.startswith("target-conditioned")]
+    assert list(cond.step) == [10, 20, 30]  # the second run's step 10 is step 30 of the drafter
+    assert list(frame[frame.label.str.startswith("AR")].step) == [5]  # not on this machine: kept

@@ -124,6 +124,28 @@ def test_dllm_export_roundtrip(target, tmp_path):
     assert torch.equal(adapted.mask_embedding.detach(), before)
 
 
+def test_a_deeper_trunk_starts_as_the_shallower_export(target, tmp_path):
+    """recipe.num_layers above the export's depth: the export's layers come first and the extra ones start as
+    the identity, so step 0 computes exactly what the exported drafter computes; the extra layers still learn."""
+    model = BlockDiffusionTrainee(target, [0, 1], mask_token_id=VOCAB).eval()
+    model.export(tmp_path / "two", "tiny", block_size=8)
+    shallow = BlockDiffusionTrainee(target, [0, 1], mask_token_id=VOCAB).eval()
+    shallow.load_exported(tmp_path / "two")
+    deep = BlockDiffusionTrainee(target, [0, 1, 2, 3], mask_token_id=VOCAB).eval()
+    deep.load_exported(tmp_path / "two")
+    settings = DllmSettings(block_size=8, sub_block_size=4, noisy_copies=2)
+    batch = build_dllm_batch(_examples(), settings, random.Random(0), VOCAB)
+    with torch.no_grad():
+        expected = shallow.logits_at(shallow.hidden(batch), batch.source_rows)
+        got = deep.logits_at(deep.hidden(batch), batch.source_rows)
+    assert torch.allclose(got, expected, atol=1e-5)
+    deep.train()
+    dllm_loss(deep, batch, settings)["loss"].backward()
+    assert deep.body.layers[3].mlp.down_proj.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="does not match this trunk"):  # a shallower trunk than the export
+        BlockDiffusionTrainee(target, [0], mask_token_id=VOCAB).load_exported(tmp_path / "two")
+
+
 @pytest.mark.parametrize("recipe", ["dllm", "ar"])
 def test_a_few_steps_lower_the_loss(target, recipe):
     torch.manual_seed(0)

@@ -5,7 +5,10 @@
 Rows: ``label, step, accuracy, loss, kind``. For the dLLM and AR recipes, ``kind=train`` rows are the logged
 training accuracy (the drafter's guess equals the target's token, on the training batch) and loss; for the
 EAGLE-3 head, ``kind=heldout`` rows are its periodic held-out top-1 agreement and step-0 loss (its training
-log is not kept per step).
+log is not kept per step). A drafter trained in several warm-started runs (``dllm_cond``, then ``dllm_cond_2``,
+``dllm_cond_3``, ... as ``make drafters`` runs them) is one line, each run's steps counted after the previous
+run's last one. Labels whose runs are not on this machine keep their rows from the existing ``--out`` table
+(training logs live in ``~/.cache``, which a fresh machine does not have).
 """
 from __future__ import annotations
 
@@ -16,16 +19,32 @@ from pathlib import Path
 
 import pandas as pd
 
-RECIPES = ("dllm", "ar", "eagle3")
+RECIPES = ("dllm", "dllm_cond", "ar", "eagle3")
+LABELS = {"dllm": "dLLM drafter (training accuracy, masked positions)",
+          "dllm_cond": "target-conditioned dLLM drafter (training accuracy, masked positions)",
+          "ar": "AR drafter (training accuracy)"}
 
 
-def _jsonl_curve(path: Path, label: str) -> list[dict]:
+def _jsonl_curve(path: Path, label: str, offset: int = 0) -> list[dict]:
     rows = []
     for line in path.read_text().splitlines():
         rec = json.loads(line)
         if rec.get("kind") == "train" and "accuracy" in rec:
-            rows.append({"label": label, "step": rec["step"], "accuracy": rec["accuracy"], "loss": rec.get("loss"), "kind": "train"})
+            rows.append({"label": label, "step": offset + rec["step"], "accuracy": rec["accuracy"], "loss": rec.get("loss"),
+                         "kind": "train"})
     return rows
+
+
+def _last_step(path: Path) -> int:
+    return max((json.loads(line).get("step", 0) for line in path.read_text().splitlines() if line.strip()), default=0)
+
+
+def _chain(runs_root: Path, recipe: str) -> list[Path]:
+    """``recipe``'s run directory, then its continuations ``recipe_2``, ``recipe_3``, ... in order."""
+    chain = [runs_root / recipe]
+    while (runs_root / f"{recipe}_{len(chain) + 1}" / "log.jsonl").exists():
+        chain.append(runs_root / f"{recipe}_{len(chain) + 1}")
+    return [d for d in chain if (d / "log.jsonl").exists()]
 
 
 def _eagle3_curve(run_dir: Path, label: str) -> list[dict]:
@@ -43,9 +62,11 @@ def collect_curves(runs_root: Path) -> pd.DataFrame:
         run_dir = runs_root / recipe
         if recipe == "eagle3":
             rows += _eagle3_curve(run_dir, "EAGLE-3 head (held-out top-1)")
-        elif (run_dir / "log.jsonl").exists():
-            label = "dLLM drafter (training accuracy, masked positions)" if recipe == "dllm" else "AR drafter (training accuracy)"
-            rows += _jsonl_curve(run_dir / "log.jsonl", label)
+        else:
+            offset = 0
+            for part in (_chain(runs_root, recipe) if recipe == "dllm_cond" else [run_dir] if (run_dir / "log.jsonl").exists() else []):
+                rows += _jsonl_curve(part / "log.jsonl", LABELS[recipe], offset)
+                offset += _last_step(part / "log.jsonl")
     return pd.DataFrame(rows, columns=["label", "step", "accuracy", "loss", "kind"])
 
 
@@ -57,9 +78,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     root = Path(os.path.expanduser(args.cache_root)) / "train_runs" / args.target
     frame = collect_curves(root)
+    out = Path(args.out)
+    if out.exists():
+        kept = pd.read_csv(out)
+        frame = pd.concat([kept[~kept.label.isin(set(frame.label))], frame], ignore_index=True) if not frame.empty else kept
     if frame.empty:
         parser.error(f"no training logs under {root} (train with `make drafters`)")
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     frame.to_csv(tmp, index=False)

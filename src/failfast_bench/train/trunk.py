@@ -70,7 +70,8 @@ def load_exported_trunk(body: nn.Module, directory) -> dict[str, torch.Tensor]:
     """Copy a shipped/exported drafter's trunk weights into ``body``; returns the other tensors it holds.
 
     Lets a run start from a committed drafter (a warm start with a fresh optimizer) when its checkpoint is
-    gone, e.g. on another machine.
+    gone, e.g. on another machine. A trunk deeper than the export keeps the export's layers first and starts
+    its extra layers as the identity (:func:`_zero_residual_outputs`).
     """
     from pathlib import Path
 
@@ -78,8 +79,29 @@ def load_exported_trunk(body: nn.Module, directory) -> dict[str, torch.Tensor]:
 
     state = read_safetensors(Path(directory) / "model.safetensors")
     trunk = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+    exported = 1 + max((int(k.split(".")[1]) for k in trunk if k.startswith("layers.")), default=-1)
     missing, unexpected = body.load_state_dict({k: v.float() for k, v in trunk.items()}, strict=False)
-    missing = [k for k in missing if not k.startswith("embed_tokens") and "rotary_emb" not in k]
+    grown = range(exported, len(body.layers)) if 0 < exported < len(body.layers) else range(0)
+    missing = [k for k in missing if not k.startswith("embed_tokens") and "rotary_emb" not in k
+               and not (k.startswith("layers.") and int(k.split(".")[1]) in grown)]
     if missing or unexpected:
         raise ValueError(f"{directory} does not match this trunk (missing {missing[:3]}, unexpected {unexpected[:3]}); check recipe.num_layers")
+    for i in grown:
+        _zero_residual_outputs(body.layers[i])
     return {k: v for k, v in state.items() if not k.startswith("model.")}
+
+
+def _zero_residual_outputs(layer: nn.Module) -> None:
+    """Make a decoder layer the identity: zero the projections that write into the residual stream.
+
+    A deeper trunk warm-started from a shallower export appends such layers (still copies of target layers
+    otherwise), so its step 0 is exactly the exported drafter and the new depth is learned from there.
+    """
+    outputs = [m for name, m in layer.named_modules() if name.rsplit(".", 1)[-1] in ("o_proj", "down_proj")]
+    if len(outputs) != 2:
+        raise ValueError(f"cannot grow this trunk: a {type(layer).__name__} has no o_proj/down_proj pair to zero")
+    with torch.no_grad():
+        for module in outputs:
+            module.weight.zero_()
+            if getattr(module, "bias", None) is not None:
+                module.bias.zero_()
