@@ -42,3 +42,29 @@ def test_warm_started_runs_are_one_line_and_absent_runs_keep_their_rows(tmp_path
     cond = frame[frame.label.str.startswith("target-conditioned")]
     assert list(cond.step) == [10, 20, 30]  # the second run's step 10 is step 30 of the drafter
     assert list(frame[frame.label.str.startswith("AR")].step) == [5]  # not on this machine: kept
+
+
+def test_model_card_names_the_whole_warm_start_chain(tmp_path):
+    """Three runs of one recipe from another recipe's drafter: the card counts every run's steps, whether the
+    previous export recorded the chain (new) or only its own steps (older exports, resolved through `from`)."""
+    from failfast_bench.train.card import lineage, write_model_card
+
+    def export(name, training):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "config.json").write_text(json.dumps({"failfast_bench": {"training": training, "target": "t", "kind": "block_diffusion"},
+                                                   "num_hidden_layers": 2}))
+        return d
+
+    base = {"recipe": "dllm", "steps": 937, "train_seconds": 3420.0, "examples_seen": 3748}
+    first = export("a", {"recipe": "dllm_cond", "steps": 212, "warm_start": {"from": "x", **base}})
+    second = export("b", {"recipe": "dllm_cond", "steps": 993, "warm_start": {"from": str(first), "steps": 212}})  # old format
+    third = {"recipe": "dllm_cond", "steps": 700, "warm_start": {"from": str(second), "steps": 993}}
+    assert lineage(third) == {"steps_total": 1905, "runs": 3, "base": base}
+    recorded = lineage(json.loads((second / "config.json").read_text())["failfast_bench"]["training"])  # what a new loop records
+    fourth = {"recipe": "dllm_cond", "steps": 50, "warm_start": {"from": "/gone", "steps": 700, "steps_total": recorded["steps_total"] + 700,
+                                                                 "runs": recorded["runs"] + 1, "base": recorded["base"]}}
+    assert lineage(fourth) == {"steps_total": 1955, "runs": 4, "base": base}
+    assert lineage({"steps": 5, "warm_start": {"from": "/gone", "steps": 7}})["incomplete"]
+    card = write_model_card(export("c", third)).read_text()
+    assert "1905 steps of this recipe in 3 runs" in card and "`dllm` recipe's drafter (937 steps" in card

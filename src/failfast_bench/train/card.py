@@ -14,6 +14,30 @@ def _fmt(value) -> str:
     return str(value)
 
 
+def lineage(training: dict) -> dict:
+    """The chain of warm-started runs behind an export's ``training`` metadata, for its model card.
+
+    Returns ``steps_total`` (this recipe's optimizer steps over every run of the chain), ``runs`` and ``base``
+    (the other recipe's drafter the chain started from, with its own steps and seconds, or None). Exports record
+    the earlier chain in ``warm_start`` (``steps_total``, ``runs``, ``base``); for older exports that recorded only
+    the previous run's steps, the previous export's config is read from ``warm_start.from`` while it exists.
+    """
+    warm = training.get("warm_start") or {}
+    own = int(training.get("steps") or 0)
+    if not warm:
+        return {"steps_total": own, "runs": 1, "base": None}
+    if warm.get("recipe"):  # another recipe's drafter: where the chain starts, not part of it
+        return {"steps_total": own, "runs": 1, "base": {k: warm.get(k) for k in ("recipe", "steps", "train_seconds", "examples_seen")}}
+    if "steps_total" in warm:
+        return {"steps_total": own + int(warm["steps_total"]), "runs": int(warm.get("runs", 1)) + 1, "base": warm.get("base")}
+    earlier_config = Path(str(warm.get("from", ""))) / "config.json"
+    if warm.get("from") and earlier_config.exists():
+        earlier = lineage(json.loads(earlier_config.read_text()).get("failfast_bench", {}).get("training", {}))
+    else:  # the earlier export is gone: its own steps are all that is known
+        earlier = {"steps_total": int(warm.get("steps") or 0), "runs": 1, "base": None, "incomplete": True}
+    return {**earlier, "steps_total": own + earlier["steps_total"], "runs": earlier["runs"] + 1}
+
+
 def write_model_card(directory: Path, log_path: Optional[Path] = None, data_stats: Optional[dict] = None, ship_name: Optional[str] = None) -> Path:
     """``ship_name``: the directory name under ``shipped/<target>/`` (default: ``directory``'s own name)."""
     directory = Path(directory)
@@ -78,12 +102,19 @@ def write_model_card(directory: Path, log_path: Optional[Path] = None, data_stat
         "(2 shared CPU cores, bf16 autocast), evaluation not included.",
     ]
     warm = training.get("warm_start")
-    if warm:
-        source = f"the `{warm['recipe']}` recipe's drafter" if warm.get("recipe") else "an earlier export"
+    chain = lineage(training)
+    if warm and not warm.get("recipe"):
         lines.append(
-            f"- Warm start: initialised from {source} ({warm.get('steps')} steps"
-            + (f", {warm.get('train_seconds')} s, {warm.get('examples_seen')} examples" if warm.get("recipe") else "")
-            + "), then trained as above; total cost = both."
+            f"- Training history: {'at least ' if chain.get('incomplete') else ''}{chain['steps_total']} steps of this recipe in "
+            f"{chain['runs']} runs, each warm-started from the previous one's export with a fresh optimizer and learning-rate "
+            f"schedule (this run: {training.get('steps')} steps). The examples, tokens and seconds above are totals over those "
+            "runs (they carry over a warm start); the steps are this run's."
+        )
+    base = chain.get("base")
+    if base:
+        lines.append(
+            f"- Warm start: the chain began from the `{base.get('recipe')}` recipe's drafter ({base.get('steps')} steps, "
+            f"{base.get('train_seconds')} s, {base.get('examples_seen')} examples), not counted above; total cost = both."
         )
     lines += [
         f"- Recipe config: `{json.dumps(training.get('recipe_config'), sort_keys=True)}`",

@@ -27,6 +27,7 @@ from typing import Any, Callable, Optional, Protocol, Sequence
 import torch
 
 from ..trace import dumps_strict
+from .card import lineage
 from .data import Example, atomic_write_text, iter_examples
 
 log = logging.getLogger(__name__)
@@ -187,7 +188,9 @@ class Trainer:
         self.recipe.model.load_exported(directory)
         for key, source in (("examples_seen", "examples_seen"), ("input_tokens", "input_tokens_seen"), ("loss_targets", "loss_targets_seen"), ("train_seconds", "train_seconds")):
             self.state[key] = previous.get(source, 0) or 0
-        self.state["warm_start"] = {"from": str(directory), "steps": previous.get("steps", 0)}
+        chain = lineage(previous)  # recorded here so that later exports name the whole chain without this one
+        self.state["warm_start"] = {"from": str(directory), "steps": previous.get("steps", 0), "steps_total": chain["steps_total"],
+                                    "runs": chain["runs"], "base": chain["base"]}
         log.info("warm start from %s (%s earlier steps; optimizer state starts fresh)", directory, previous.get("steps", 0))
 
     def save(self) -> None:
