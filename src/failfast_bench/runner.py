@@ -72,9 +72,19 @@ def concrete_dtypes(cfg):
     return cfg
 
 
-def config_hash(cfg) -> str:
+def config_hash(cfg, legacy_target_drafters: bool = False) -> str:
+    """What names a run. The drafter is named by the model it runs (``drafter.model``, else the target's default
+    for its family) and the content of its weights, not by the target's whole table of per-family defaults, so
+    an explicit ``drafter.model`` equal to the default is the same run, and changing the default drafter of one
+    family leaves every other family's runs complete. ``legacy_target_drafters``: the scheme before 2026-11-30,
+    which hashed that table (``failfast_bench.rehash`` renames runs recorded under it)."""
     container = OmegaConf.to_container(cfg, resolve=True)
     _concrete_dtype_settings(container)
+    if not legacy_target_drafters:
+        defaults = container.get("target", {}).pop("drafters", None) or {}
+        drafter = container.get("drafter", {})
+        if drafter.get("model") is None and drafter.get("name") in defaults:
+            drafter["model"] = defaults[drafter["name"]]
     container.pop("logger", None)
     if container.get("drafter", {}).get("policy") != "cost_aware":
         container.pop("hardware", None)  # pricing only: re-priced by report without rerunning

@@ -1,0 +1,48 @@
+"""Run names: the drafter is named by the model it runs, not by the target's table of default drafters; runs
+recorded under the old scheme are renamed by failfast_bench.rehash only when they still hash as recorded."""
+from __future__ import annotations
+
+import json
+
+from omegaconf import OmegaConf
+
+from failfast_bench import rehash, trace
+from failfast_bench.cli import compose
+from failfast_bench.runner import Runner, config_hash
+
+
+def test_default_and_explicit_drafter_are_one_run_and_other_defaults_do_not_matter(tmp_path):
+    base = [f"run.output_dir={tmp_path}", "run.replay=true"]
+    default = compose([*base, "drafter=failfast"])
+    explicit = compose([*base, "drafter=failfast", f"drafter.model={default.target.drafters.failfast}"])
+    assert config_hash(default) == config_hash(explicit)
+    ar = compose([*base, "drafter=ar"])
+    OmegaConf.update(ar, "target.drafters.failfast", "shipped:ar")  # another family's default changes
+    assert config_hash(ar) == config_hash(compose([*base, "drafter=ar"]))
+    assert config_hash(ar, legacy_target_drafters=True) != config_hash(compose([*base, "drafter=ar"]), legacy_target_drafters=True)
+    assert config_hash(default) != config_hash(compose([*base, "drafter=failfast", "drafter.model=shipped:dllm"]))
+
+
+def _recorded_run(cfg, name_hash: str, recorded_hash: str):
+    run_dir = Runner(cfg).run_dir.with_name(f"vanilla__{name_hash[:10]}")
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    trace.write_json({"config_hash": recorded_hash}, run_dir / "manifest.json")
+    trace.write_json({"config_hash": recorded_hash, "run_dir": str(run_dir)}, run_dir / "summary.json")
+    (run_dir / trace.COMPLETE_MARKER).write_text("")
+    return run_dir
+
+
+def test_rehash_moves_runs_that_hash_as_recorded_and_keeps_the_rest(tmp_path):
+    cfg = compose([f"run.output_dir={tmp_path}", "drafter=vanilla", "run.replay=true"])
+    legacy = config_hash(cfg, legacy_target_drafters=True)
+    old = _recorded_run(cfg, legacy, legacy)
+    stale_cfg = compose([f"run.output_dir={tmp_path}", "drafter=vanilla", "run.replay=true", "run.max_new_tokens=7"])
+    stale = _recorded_run(stale_cfg, "0" * 10, "f" * 64)  # recorded under another config
+    assert rehash.main([str(tmp_path), "--dry-run"]) == 0 and old.exists()
+    assert rehash.main([str(tmp_path)]) == 0
+    new = Runner(cfg).run_dir
+    assert not old.exists() and trace.is_complete(new) and stale.exists()
+    assert json.loads((new / "manifest.json").read_text())["config_hash"] == config_hash(cfg)
+    assert json.loads((new / "summary.json").read_text())["run_dir"].endswith(new.name)
+    assert rehash.main([str(tmp_path)]) == 0 and new.exists()  # idempotent
