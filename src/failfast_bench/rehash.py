@@ -31,12 +31,11 @@ def plan(run_dir: Path) -> tuple[str, Path | None]:
     """(why, new directory or None) for one complete run."""
     cfg = OmegaConf.load(run_dir / "config.yaml")
     recorded = json.loads((run_dir / "manifest.json").read_text()).get("config_hash")
+    new = config_hash(cfg)
     if config_hash(cfg, legacy_target_drafters=True) != recorded:
-        current = config_hash(cfg)
-        if current == recorded:
+        if new == recorded:
             return "current scheme", None
         return "kept: its config or drafter weights no longer hash as recorded (a rerun would not find it either)", None
-    new = config_hash(cfg)
     target = run_dir.with_name(f"{run_dir.name.rsplit('__', 1)[0]}__{new[:10]}")
     if target == run_dir:
         return "same name under both schemes", None

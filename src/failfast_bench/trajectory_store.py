@@ -56,19 +56,24 @@ def _digest(*parts: bytes) -> bytes:
 EMPTY_CACHE = _digest(b"empty-cache")
 
 
+def _feature_part(features: bytes) -> tuple[bytes, ...]:
+    # Nothing for a plain drafter, so the keys of stores written before conditioned drafters stay the same.
+    return (b"F", features) if features else ()
+
+
 def segment_state(previous: bytes, tokens: Sequence[int], kept: int, features: bytes = b"") -> bytes:
     """State of the cache after a write of ``tokens`` on top of ``previous``, of which ``kept`` positions remain.
     ``features``: digest of the target features the write read (:func:`features_digest`; empty for a plain drafter,
     which keeps the keys of stores written before conditioned drafters were storable)."""
-    return _digest(previous, b"S", _ids((kept,)), _ids(tokens), *((b"F", features) if features else ()))
+    return _digest(previous, b"S", _ids((kept,)), _ids(tokens), *_feature_part(features))
 
 
 def write_key(state: bytes, tokens: Sequence[int], every_block_end: bool, features: bytes = b"") -> bytes:
-    return _digest(state, b"W" if every_block_end else b"w", _ids(tokens), *((b"F", features) if features else ()))
+    return _digest(state, b"W" if every_block_end else b"w", _ids(tokens), *_feature_part(features))
 
 
 def denoise_key(state: bytes, block: Sequence[int], rows: Sequence[int], features: bytes = b"") -> bytes:
-    return _digest(state, b"D", _ids(block), b"|", _ids(rows), *((b"F", features) if features else ()))
+    return _digest(state, b"D", _ids(block), b"|", _ids(rows), *_feature_part(features))
 
 
 def features_digest(index, taps) -> bytes:

@@ -17,8 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+import torch
+
 from ..trajectory_store import (EMPTY_CACHE, KIND_DENOISE, KIND_WRITE, TOP_K, Entry, TrajectoryStore, denoise_key,
                                 features_digest, ranked_arrays, segment_state, write_key)
+from .conditioned_model import feature_rows
 from .passes import ModelPasses, Picks
 
 
@@ -99,10 +102,6 @@ class StoredPasses:
         """Digest of the target features a pass over ``tokens`` at the cache end reads (empty for a plain drafter)."""
         if not self._conditioned:
             return b""
-        import torch
-
-        from .conditioned_model import feature_rows
-
         model = self.model_passes.model
         ids = torch.tensor([int(t) for t in tokens])
         index = feature_rows(self.cache_len, len(tokens), model.known_features, ids == model.mask_token_id)

@@ -5,7 +5,7 @@
 Rows: ``label, step, accuracy, loss, kind``. For the dLLM and AR recipes, ``kind=train`` rows are the logged
 training accuracy (the drafter's guess equals the target's token, on the training batch) and loss; for the
 EAGLE-3 head, ``kind=heldout`` rows are its periodic held-out top-1 agreement and step-0 loss (its training
-log is not kept per step). A drafter trained in several warm-started runs (``dllm_cond``, then ``dllm_cond_2``,
+log is not kept per step). A drafter trained in several warm-started runs (e.g. ``dllm_cond``, then ``dllm_cond_2``,
 ``dllm_cond_3``, ... as ``make drafters`` runs them) is one line, each run's steps counted after the previous
 run's last one. Labels whose runs are not on this machine keep their rows from the existing ``--out`` table
 (training logs live in ``~/.cache``, which a fresh machine does not have).
@@ -25,18 +25,18 @@ LABELS = {"dllm": "dLLM drafter (training accuracy, masked positions)",
           "ar": "AR drafter (training accuracy)"}
 
 
-def _jsonl_curve(path: Path, label: str, offset: int = 0) -> list[dict]:
-    rows = []
+def _jsonl_curve(path: Path, label: str, offset: int = 0) -> tuple[list[dict], int]:
+    """The training rows of one run's log (steps shifted by ``offset``) and its last logged step."""
+    rows, last = [], 0
     for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
         rec = json.loads(line)
+        last = max(last, rec.get("step", 0))
         if rec.get("kind") == "train" and "accuracy" in rec:
             rows.append({"label": label, "step": offset + rec["step"], "accuracy": rec["accuracy"], "loss": rec.get("loss"),
                          "kind": "train"})
-    return rows
-
-
-def _last_step(path: Path) -> int:
-    return max((json.loads(line).get("step", 0) for line in path.read_text().splitlines() if line.strip()), default=0)
+    return rows, last
 
 
 def _chain(runs_root: Path, recipe: str) -> list[Path]:
@@ -64,9 +64,10 @@ def collect_curves(runs_root: Path) -> pd.DataFrame:
             rows += _eagle3_curve(run_dir, "EAGLE-3 head (held-out top-1)")
         else:
             offset = 0
-            for part in (_chain(runs_root, recipe) if recipe == "dllm_cond" else [run_dir] if (run_dir / "log.jsonl").exists() else []):
-                rows += _jsonl_curve(part / "log.jsonl", LABELS[recipe], offset)
-                offset += _last_step(part / "log.jsonl")
+            for part in _chain(runs_root, recipe):
+                part_rows, last = _jsonl_curve(part / "log.jsonl", LABELS[recipe], offset)
+                rows += part_rows
+                offset += last
     return pd.DataFrame(rows, columns=["label", "step", "accuracy", "loss", "kind"])
 
 
