@@ -10,15 +10,11 @@ import torch
 
 from failfast_bench.cli import CONF_DIR
 
+# Hundreds of tiny forwards: one torch thread (conftest.one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SMOLLM2 = Path("~/.cache/failfast-bench/models/smollm2-135m-instruct").expanduser()
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def compose_train(overrides: list[str]):

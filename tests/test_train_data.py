@@ -30,6 +30,9 @@ from failfast_bench.train.data import (
 
 from tiny_models import VOCAB, greedy_reference, tiny_model
 
+# Hundreds of tiny forwards: one torch thread (conftest.one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 PROJECT = Path(__file__).resolve().parents[1]
 COMPACT_DIR = PROJECT / "data" / "train_responses" / "smollm2-135m"
 
@@ -204,11 +207,3 @@ def test_training_resumes_exactly_after_a_kill(tmp_path, recipe_name):
     evals = [json.loads(l) for l in (tmp_path / "b" / "log.jsonl").read_text().splitlines() if '"eval"' in l]
     assert evals and ("failfast_tokens_per_round" in evals[-1] or "ar_sf_2_tokens_per_round" in evals[-1])
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest single-threaded (and the machine's cores are shared)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)

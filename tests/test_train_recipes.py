@@ -17,6 +17,9 @@ from failfast_bench.train.dllm_recipe import BlockDiffusionTrainee, DllmSettings
 
 from tiny_models import VOCAB, tiny_model
 
+# Hundreds of tiny forwards: one torch thread (conftest.one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 torch.set_num_threads(1)
 
 
@@ -169,13 +172,6 @@ def test_a_few_steps_lower_the_loss(target, recipe):
     assert float(step_loss(fixed)["loss"].detach()) < first
     assert target.model.embed_tokens.weight.grad is None
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def test_conditioned_training_forward_matches_inference(target, tmp_path):

@@ -42,14 +42,41 @@ def _data_settings(cfg, heldout: bool = False):
     )
 
 
+def _source_name(name) -> str:
+    from .prompt_sources import SOURCE_NAMES
+
+    if str(name) not in SOURCE_NAMES:
+        raise ValueError(f"unknown prompt source {name!r}; valid: {', '.join(SOURCE_NAMES)}")
+    return str(name)
+
+
+def source_store(cfg, source) -> Path:
+    """The response store of one prompt source (GSM8K train: data.cache_dir; others beside it)."""
+    from .prompt_sources import GSM8K_SOURCE
+
+    base = _path(cfg.data.cache_dir)
+    return base if _source_name(source) == GSM8K_SOURCE else base.with_name(f"{base.name}_{source}")
+
+
+def _train_stores(cfg) -> list[Path]:
+    return [source_store(cfg, s) for s in (cfg.train.get("sources") or ["gsm8k_train"])]
+
+
 def _main_data_settings(cfg):
     from .data import DataSettings, resolve_train_file
+    from .prompt_sources import GSM8K_SOURCE
 
     d = cfg.data
+    source = _source_name(d.get("source") or GSM8K_SOURCE)
+    templates = tuple(d.templates) if source == GSM8K_SOURCE else tuple((d.get("source_templates") or {}).get(source) or ("chat",))
+    compact = None if d.compact_dir is None else _path(d.compact_dir)
+    if compact is not None and source != GSM8K_SOURCE:
+        compact = compact / source
     return DataSettings(
-        train_path=str(resolve_train_file(d.train_path and str(_path(d.train_path)), _path(cfg.cache_root))),
-        cache_dir=str(_path(d.cache_dir)),
-        templates=tuple(d.templates),
+        train_path=str(resolve_train_file(d.train_path and str(_path(d.train_path)), _path(cfg.cache_root))) if source == GSM8K_SOURCE else "",
+        cache_dir=str(source_store(cfg, source)),
+        source=source,
+        templates=templates,
         seed=int(d.seed),
         shard_size=int(d.shard_size),
         batch_size=int(d.batch_size),
@@ -59,7 +86,7 @@ def _main_data_settings(cfg):
         max_prompts=None if d.max_prompts is None else int(d.max_prompts),
         dtype=str(cfg.target_dtype),
         check_evaluation_overlap=bool(d.check_evaluation_overlap),
-        compact_dir=None if d.compact_dir is None else str(_path(d.compact_dir)),
+        compact_dir=None if compact is None else str(compact),
         time_budget_minutes=d.time_budget_minutes,
     )
 
@@ -81,11 +108,13 @@ def _load_target(cfg):
 def stage_data(cfg, target=None):
     from .data import generate_responses
 
+    settings = _data_settings(cfg)  # validates data.source before the target loads
     model, tokenizer, stops, _ = target or _load_target(cfg)
-    # The held-out evaluation prompts first (small), so evaluation works from the first training step.
-    held = generate_responses(_data_settings(cfg, heldout=True), cfg.target.name, model, tokenizer, stops, progress=cfg.progress)
-    log.info("held-out cache %s: %s", held.root, held.stats())
-    store = generate_responses(_data_settings(cfg), cfg.target.name, model, tokenizer, stops, progress=cfg.progress)
+    if settings.source == "gsm8k_train":
+        # The held-out evaluation prompts first (small), so evaluation works from the first training step.
+        held = generate_responses(_data_settings(cfg, heldout=True), cfg.target.name, model, tokenizer, stops, progress=cfg.progress)
+        log.info("held-out cache %s: %s", held.root, held.stats())
+    store = generate_responses(settings, cfg.target.name, model, tokenizer, stops, progress=cfg.progress)
     stats = store.stats()
     log.info("response cache %s: %s", store.root, stats)
     return stats
@@ -95,6 +124,16 @@ def _heldout_store(cfg) -> Path:
     """The held-out evaluation cache when generated, else the main cache (its held-out lines)."""
     held = _path(cfg.data.heldout_cache_dir)
     return held if (held / "meta.json").exists() else _path(cfg.data.cache_dir)
+
+
+def _heldout(cfg, count: int) -> list:
+    """Held-out examples of ``eval.source``: GSM8K's held-out cache (math), or another source's held-out indices."""
+    from .evaluate import heldout_examples
+
+    source = _source_name(cfg.eval.get("source") or "gsm8k_train")
+    if source == "gsm8k_train":
+        return heldout_examples(_heldout_store(cfg), count)
+    return heldout_examples(source_store(cfg, source), count, templates=None)
 
 
 def _eval_settings(cfg, stops):
@@ -187,14 +226,13 @@ def stage_train_eagle3(cfg, target=None):
 def stage_train(cfg, target=None):
     from omegaconf import OmegaConf
 
-    from .evaluate import heldout_examples
     from .loop import Trainer
 
     if cfg.recipe.name == "eagle3":
         return stage_train_eagle3(cfg, target)
     model, tokenizer, stops, _ = target or _load_target(cfg)
     recipe, layers = build_recipe(cfg, model, tokenizer, stops)
-    store_dir = _path(cfg.data.cache_dir)
+    store_dirs = _train_stores(cfg)
     describe = {
         "target": cfg.target.name,
         "target_model": str(cfg.target.model),
@@ -209,7 +247,7 @@ def stage_train(cfg, target=None):
 
     def heldout():
         if not heldout_cache:
-            heldout_cache.extend(heldout_examples(_heldout_store(cfg), int(cfg.eval.examples)))
+            heldout_cache.extend(_heldout(cfg, int(cfg.eval.examples)))
         return heldout_cache
 
     wandb_run = None
@@ -221,7 +259,7 @@ def stage_train(cfg, target=None):
     if init_from is not None and not (init_from / "model.safetensors").exists():
         raise FileNotFoundError(f"train.init_from={cfg.train.init_from}: no model.safetensors there")
     trainer = Trainer(
-        recipe, _path(cfg.train.run_dir), store_dir, _loop_settings(cfg), heldout, describe, progress=cfg.progress, wandb_run=wandb_run, init_from=init_from
+        recipe, _path(cfg.train.run_dir), store_dirs, _loop_settings(cfg), heldout, describe, progress=cfg.progress, wandb_run=wandb_run, init_from=init_from
     )
     try:
         state = trainer.run()
@@ -239,13 +277,7 @@ def stage_ship(cfg):
     if not (export / "config.json").exists():
         raise FileNotFoundError(f"nothing to ship: {export} has no trained drafter (run stage=train first)")
     ship_dir = _path(cfg.ship_dir)
-    stats = None
-    try:
-        from .data import ResponseStore
-
-        stats = ResponseStore.open(_path(cfg.data.cache_dir)).stats()
-    except FileNotFoundError:
-        pass
+    stats = _train_data_stats(cfg)
     tmp = ship_dir.with_name(f".{ship_dir.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(export, tmp)
@@ -268,6 +300,21 @@ def stage_ship(cfg):
     return {"ship_dir": str(ship_dir)}
 
 
+def _train_data_stats(cfg):
+    """Prompts, response tokens, shards and generation time of the training stores, summed (None: no store)."""
+    from .data import ResponseStore
+
+    total: dict = {}
+    for store_dir in _train_stores(cfg):
+        try:
+            stats = ResponseStore.open(store_dir).stats()
+        except FileNotFoundError:
+            continue
+        for key, value in stats.items():
+            total[key] = round(total.get(key, 0) + value, 1)
+    return total or None
+
+
 def _write_draft_vocab(cfg, directory: Path) -> None:
     """The block-diffusion drafter's draft vocabulary (used with drafter.draft_vocab=true), chosen from the
     training responses the way the EAGLE-3 recipe chooses its head's."""
@@ -275,12 +322,14 @@ def _write_draft_vocab(cfg, directory: Path) -> None:
     from .data import iter_examples
     from .eagle3 import choose_draft_vocab, vocab_coverage
 
-    try:
-        examples = list(iter_examples(_path(cfg.data.cache_dir), "train", with_logits=False))
-    except FileNotFoundError:
-        examples = []
+    examples = []
+    for store_dir in _train_stores(cfg):
+        try:
+            examples.extend(iter_examples(store_dir, "train", with_logits=False))
+        except FileNotFoundError:
+            pass
     if not examples:
-        log.warning("no training responses under %s: shipping without draft_vocab.json", cfg.data.cache_dir)
+        log.warning("no training responses under %s: shipping without draft_vocab.json", [str(p) for p in _train_stores(cfg)])
         return
     size = int(cfg.recipe.draft_vocab_size)
     vocab_size = int(json.loads((directory / "config.json").read_text())["vocab_size"])
@@ -306,13 +355,13 @@ def stage_eval(cfg):
     """Held-out metrics of the drafter in ``ship_dir``, loaded exactly as the benchmark loads it."""
     import torch
 
-    from .evaluate import evaluate_block_diffusion, evaluate_causal, heldout_examples
+    from .evaluate import evaluate_block_diffusion, evaluate_causal
 
     if cfg.recipe.name == "eagle3":
         raise ValueError("stage=eval covers recipe=dllm|ar; an EAGLE-3 head's held-out metrics are in its model card (stage=train)")
     model, tokenizer, stops, device = _load_target(cfg)
     ship_dir = _path(cfg.ship_dir)
-    examples = heldout_examples(_heldout_store(cfg), int(cfg.eval.examples))
+    examples = _heldout(cfg, int(cfg.eval.examples))
     settings = _eval_settings(cfg, stops)
     if cfg.recipe.name in ("dllm", "dllm_cond"):
         from ..drafters.blockdiff_model import load_block_diffusion_drafter

@@ -1,6 +1,7 @@
 """Training data for the project's drafters: the target's own greedy responses to training prompts.
 
-Prompts. Questions of GSM8K *train* (never test), each rendered in the target's chat template exactly as
+Prompts. Questions of GSM8K *train* (never test) - or, in a store of its own, another collection of
+:mod:`.prompt_sources` (chat requests, code completions; ``PromptSpec.line`` is then the index in it) - each rendered in the target's chat template exactly as
 evaluation prompts are (:func:`failfast_bench.data.render_conversation`), under one or more of the
 paper's templates: ``math`` (the natural match for the GSM8K evaluation), ``code`` (the same question
 as a "write a Python script" task, so the drafter sees code-shaped answers) and ``chat`` (the bare
@@ -35,6 +36,8 @@ from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
+
+from .prompt_sources import GSM8K_SOURCE, load_source
 
 log = logging.getLogger(__name__)
 
@@ -448,6 +451,8 @@ class DataSettings:
 
     train_path: str
     cache_dir: str
+    # gsm8k_train (questions of ``train_path``) or a collection of :mod:`.prompt_sources`; a store holds one source.
+    source: str = GSM8K_SOURCE
     templates: Sequence[str] = ("math", "code", "chat")
     seed: int = 0
     shard_size: int = 64
@@ -467,12 +472,21 @@ class DataSettings:
 
 
 def plan_prompts(settings: DataSettings) -> tuple[list[str], list[PromptSpec], list[str]]:
-    """Read the questions, drop evaluation overlaps, and order the prompts (deterministic)."""
-    questions = read_question_lines(Path(settings.train_path))
+    """Read the questions, drop evaluation overlaps, and order the prompts (deterministic).
+
+    GSM8K train drops exact evaluation prompts only (its questions are not paraphrases of GSM8K test); the
+    other sources also drop any prompt sharing a 13-word sequence with an evaluation prompt.
+    """
     exclude: frozenset[str] = frozenset()
     notes: list[str] = []
     if settings.check_evaluation_overlap:
         exclude, notes = evaluation_texts()
+    if settings.source == GSM8K_SOURCE:
+        questions = read_question_lines(Path(settings.train_path))
+    else:
+        prompts = load_source(settings.source, exclude)
+        questions = prompts.texts
+        notes.append(f"{settings.source}: {prompts.provenance}")
     specs = prompt_specs(questions, settings.templates, settings.seed, exclude)
     if settings.subset == "heldout":
         specs = [sp for sp in specs if is_heldout(sp.line, settings.heldout_every)]
@@ -505,12 +519,17 @@ def generate_responses(settings: DataSettings, target_name: str, model, tokenize
         "heldout_every": settings.heldout_every,
         "subset": settings.subset,
         "dtype": settings.dtype,
-        "train_file": str(settings.train_path),
-        "train_file_sha256": hashlib.sha256(Path(os.path.expanduser(settings.train_path)).read_bytes()).hexdigest(),
         "stop_ids": [int(s) for s in stop_ids],
     }
+    if settings.source == GSM8K_SOURCE:
+        meta["train_file"] = str(settings.train_path)
+        meta["train_file_sha256"] = hashlib.sha256(Path(os.path.expanduser(settings.train_path)).read_bytes()).hexdigest()
+    else:
+        meta["source"] = settings.source
     store = ResponseStore.open(Path(settings.cache_dir), meta)
-    compact = load_compact_index(Path(settings.compact_dir)) if settings.compact_dir else {}
+    compact: dict = {}
+    if settings.compact_dir:
+        compact = load_compact_index(Path(settings.compact_dir), expect_fingerprint=meta["fingerprint"])
     pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0])
     limit = store.num_shards()
     if settings.max_prompts is not None:
@@ -569,9 +588,15 @@ def export_compact(store: ResponseStore, out_dir: Path, shards_per_file: int = 1
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    meta = {k: store.meta[k] for k in ("target", "fingerprint", "num_prompts", "templates", "seed", "shard_size", "max_new_tokens", "heldout_every", "dtype", "train_file_sha256", "stop_ids")}
+    keys = ("target", "fingerprint", "num_prompts", "templates", "seed", "shard_size", "max_new_tokens", "heldout_every", "dtype", "train_file_sha256", "source", "stop_ids")
+    meta = {k: store.meta[k] for k in keys if k in store.meta}
     meta.update({"format": COMPACT_FORMAT, "shards_per_file": shards_per_file})
-    atomic_write_text(out_dir / "meta.json", json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    meta_path = out_dir / "meta.json"
+    if meta_path.exists() and json.loads(meta_path.read_text()).get("fingerprint") != meta["fingerprint"]:
+        # The copy answered another prompt list: none of its groups may survive next to this store's.
+        for stale in out_dir.glob("responses_*.npz"):
+            stale.unlink()
+    atomic_write_text(meta_path, json.dumps(meta, indent=2, sort_keys=True) + "\n")
     done = store.completed()
     written = []
     for group in sorted({i // shards_per_file for i in done}):
@@ -604,10 +629,20 @@ def export_compact(store: ResponseStore, out_dir: Path, shards_per_file: int = 1
     return written
 
 
-def load_compact_index(compact_dir: Path) -> dict[int, list[tuple[int, int, list[int]]]]:
-    """Shard index -> [(line, template id, response ids)] from a compact copy (empty if absent)."""
+def load_compact_index(compact_dir: Path, expect_fingerprint: Optional[str] = None) -> dict[int, list[tuple[int, int, list[int]]]]:
+    """Shard index -> [(line, template id, response ids)] from a compact copy (empty if absent).
+
+    With ``expect_fingerprint``, a copy made for another prompt list (e.g. another version of a prompt
+    source's package) is ignored with a warning: its responses answer other prompts.
+    """
     compact_dir = Path(compact_dir)
     index: dict[int, list[tuple[int, int, list[int]]]] = {}
+    meta_path = compact_dir / "meta.json"
+    if expect_fingerprint is not None and meta_path.exists():
+        found = json.loads(meta_path.read_text()).get("fingerprint")
+        if found != expect_fingerprint:
+            log.warning("compact responses %s were made for another prompt list (fingerprint %s, planned %s); generating instead", compact_dir, str(found)[:12], expect_fingerprint[:12])
+            return index
     for path in sorted(compact_dir.glob("responses_*.npz")):
         with np.load(path) as z:
             offsets = np.concatenate([[0], np.cumsum(z["response_lengths"])])

@@ -131,7 +131,7 @@ class Trainer:
         self,
         recipe: Recipe,
         run_dir: Path,
-        store_dir: Path,
+        store_dirs: Path | Sequence[Path],
         settings: LoopSettings,
         heldout: Callable[[], list[Example]],
         describe: dict,
@@ -141,7 +141,8 @@ class Trainer:
     ):
         self.recipe = recipe
         self.run_dir = Path(run_dir)
-        self.store_dir = Path(store_dir)
+        # One response store per prompt source; the pool is their union (sources without a store yet are skipped).
+        self.store_dirs = [Path(store_dirs)] if isinstance(store_dirs, (str, Path)) else [Path(p) for p in store_dirs]
         self.s = settings
         self.heldout = heldout
         self.describe = describe
@@ -211,7 +212,13 @@ class Trainer:
         if not force and time.time() - self._pool_loaded_at < 60 * self.s.reload_data_minutes:
             return
         templates = set(self.s.templates) if self.s.templates else None
-        self.pool = [ex for ex in iter_examples(self.store_dir, split="train") if templates is None or ex.template in templates]
+        self.pool = [
+            ex
+            for store_dir in self.store_dirs
+            if (store_dir / "meta.json").exists() or store_dir == self.store_dirs[0]
+            for ex in iter_examples(store_dir, split="train")
+            if templates is None or ex.template in templates
+        ]
         self._pool_loaded_at = time.time()
         if len(self.pool) != self.state["pool_size"]:
             log.info("training pool: %d examples", len(self.pool))
