@@ -168,4 +168,26 @@ def test_each_source_has_its_own_store_and_the_pool_joins_them(tmp_path, monkeyp
     trainer = Trainer(recipe, tmp_path / "run", [gsm.root, store.root, tmp_path / "responses_sharegpt"], loop, lambda: [], {}, progress=False)
     trainer.refresh_pool(force=True)
     assert len(trainer.pool) == 2 * len(list(iter_examples(store.root, split="train")))
+    # Source weights: a batch slot picks a store by weight (here only the second one).
+    weighted = Trainer(recipe, tmp_path / "run2", [gsm.root, store.root, tmp_path / "responses_sharegpt"],
+                       LoopSettings(**{**loop.__dict__, "store_weights": (0.0, 1.0, 1.0), "batch_size": 8}), lambda: [], {}, progress=False)
+    weighted.refresh_pool(force=True)
+    examples, _ = weighted.batch_for(0)
+    own = {tuple(e.prompt_ids) for e in iter_examples(store.root, split="train")}
+    assert len(examples) == 8 and all(tuple(e.prompt_ids) in own for e in examples)
+    with pytest.raises(ValueError, match="2 store weights for 3 stores"):
+        Trainer(recipe, tmp_path / "run3", [gsm.root, store.root, tmp_path / "x"], LoopSettings(**{**loop.__dict__, "store_weights": (1.0, 1.0)}), lambda: [], {}, progress=False)
+
+
+def test_source_options_are_checked_before_any_model_loads():
+    from test_train_cli import compose_train
+
+    from failfast_bench.train.__main__ import _loop_settings, _main_data_settings
+
+    with pytest.raises(ValueError, match="valid: gsm8k_train, sharegpt, pydoc"):
+        _main_data_settings(compose_train(["data.source=alpaca"]))
+    with pytest.raises(ValueError, match="not in train.sources"):
+        _loop_settings(compose_train(["train.source_weights={pydoc: 1}"]))
+    cfg = compose_train(["train.sources=[gsm8k_train,sharegpt,pydoc]", "train.source_weights={sharegpt: 2, pydoc: 1}"])
+    assert _loop_settings(cfg).store_weights == (0.0, 2.0, 1.0)
 

@@ -191,7 +191,23 @@ def _loop_settings(cfg):
         checkpoint_minutes=float(t.checkpoint_minutes), eval_every=int(t.eval_every), log_every=int(t.log_every),
         time_budget_minutes=t.time_budget_minutes, reload_data_minutes=float(t.reload_data_minutes), min_examples=int(t.min_examples),
         templates=None if t.templates is None else tuple(t.templates),
+        store_weights=_store_weights(cfg),
     )
+
+
+def _store_weights(cfg):
+    """train.source_weights ({source: weight}) in the order of train.sources; None = uniform over examples."""
+    weights = cfg.train.get("source_weights")
+    if not weights:
+        return None
+    sources = [str(s) for s in (cfg.train.get("sources") or ["gsm8k_train"])]
+    unknown = sorted(set(weights) - set(sources))
+    if unknown:
+        raise ValueError(f"train.source_weights names {unknown}, which are not in train.sources={sources}")
+    values = [float(weights.get(s, 0.0)) for s in sources]
+    if any(v < 0 for v in values) or not any(v > 0 for v in values):
+        raise ValueError(f"train.source_weights={dict(weights)}: weights must be >= 0 with at least one > 0")
+    return tuple(values)
 
 
 def _eagle3_settings(cfg):

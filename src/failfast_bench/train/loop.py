@@ -52,6 +52,9 @@ class LoopSettings:
     reload_data_minutes: float = 15.0
     min_examples: int = 32
     templates: Optional[Sequence[str]] = None  # train on these templates only (None = all)
+    # Sampling weight of each store (same order as the Trainer's store_dirs): a batch slot picks a store by
+    # weight, then an example of it. None = uniform over the union of the stores' examples.
+    store_weights: Optional[Sequence[float]] = None
 
 
 class Recipe(Protocol):
@@ -152,6 +155,9 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay, betas=(0.9, 0.95))
         self.state = {"step": 0, "train_seconds": 0.0, "eval_seconds": 0.0, "examples_seen": 0, "input_tokens": 0, "loss_targets": 0, "evals": [], "pool_size": 0}
         self.pool: list[Example] = []
+        self.pools: list[list[Example]] = []  # per store, in store_dirs order
+        if settings.store_weights is not None and len(settings.store_weights) != len(self.store_dirs):
+            raise ValueError(f"{len(settings.store_weights)} store weights for {len(self.store_dirs)} stores")
         self._pool_loaded_at = 0.0
         self.init_from = init_from
 
@@ -212,22 +218,27 @@ class Trainer:
         if not force and time.time() - self._pool_loaded_at < 60 * self.s.reload_data_minutes:
             return
         templates = set(self.s.templates) if self.s.templates else None
-        self.pool = [
-            ex
-            for store_dir in self.store_dirs
-            if (store_dir / "meta.json").exists() or store_dir == self.store_dirs[0]
-            for ex in iter_examples(store_dir, split="train")
-            if templates is None or ex.template in templates
+        self.pools = [
+            [ex for ex in iter_examples(store_dir, split="train") if templates is None or ex.template in templates]
+            if (store_dir / "meta.json").exists() or k == 0
+            else []
+            for k, store_dir in enumerate(self.store_dirs)
         ]
+        self.pool = [ex for pool in self.pools for ex in pool]
         self._pool_loaded_at = time.time()
         if len(self.pool) != self.state["pool_size"]:
-            log.info("training pool: %d examples", len(self.pool))
+            log.info("training pool: %d examples (%s)", len(self.pool), ", ".join(f"{p.name} {len(x)}" for p, x in zip(self.store_dirs, self.pools)))
         self.state["pool_size"] = len(self.pool)
 
     def batch_for(self, step: int):
         rng = random.Random(f"{self.s.seed}:{step}")
-        chosen = rng.sample(range(len(self.pool)), min(self.s.batch_size, len(self.pool)))
-        examples = [self.pool[i] for i in chosen]
+        if self.s.store_weights is None:
+            chosen = rng.sample(range(len(self.pool)), min(self.s.batch_size, len(self.pool)))
+            examples = [self.pool[i] for i in chosen]
+        else:
+            live = [(pool, w) for pool, w in zip(self.pools, self.s.store_weights) if pool and w > 0]
+            picks = rng.choices(range(len(live)), weights=[w for _, w in live], k=self.s.batch_size)
+            examples = [live[k][0][rng.randrange(len(live[k][0]))] for k in picks]
         return examples, self.recipe.make_batch(examples, rng)
 
     # -- evaluation and export ---------------------------------------------------------------------
