@@ -85,6 +85,17 @@ def test_dllm_noisy_blocks_look_like_failfast_passes(target):
     assert ids.count(VOCAB) > 0
 
 
+def test_a_long_prompt_keeps_its_end_so_the_response_is_trained_on():
+    ex = _examples(1)[0]
+    long = Example(0, "chat", list(range(3, 3 + 60)), ex.response_ids, ex.topk_ids, ex.topk_logprobs)
+    settings = DllmSettings(block_size=8, sub_block_size=4, noisy_copies=1, max_len=64)
+    batch = build_dllm_batch([long], settings, random.Random(0), VOCAB)
+    ids = batch.input_ids[0].tolist()
+    assert ids[:32] == long.prompt_ids[-32:]  # the prompt's last max_len // 2 tokens, then the response
+    assert ids[32:64] == long.response_ids[:32]
+    assert batch.num_targets > 0 and int(batch.labels[0]) in long.response_ids
+
+
 def test_ar_training_forward_matches_inference(target, tmp_path):
     model = CausalTrainee(target, [1, 3]).eval()
     examples = _examples(2)

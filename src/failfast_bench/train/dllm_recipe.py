@@ -146,8 +146,12 @@ def build_dllm_batch(examples: Sequence[Example], s: DllmSettings, rng: random.R
     B, b = s.block_size, s.sub_block_size
     rows = []
     for ex in examples:
-        seq = (list(ex.prompt_ids) + list(ex.response_ids))[: s.max_len]
-        start, length = len(ex.prompt_ids), len(seq)
+        prompt = list(ex.prompt_ids)
+        if len(prompt) > s.max_len // 2:
+            # A long chat prompt keeps its end (what the response follows), so its response still fits max_len.
+            prompt = prompt[-(s.max_len // 2):]
+        seq = (prompt + list(ex.response_ids))[: s.max_len]
+        start, length = len(prompt), len(seq)
         if length <= start:
             continue
         n_blocks = -(-length // B)
