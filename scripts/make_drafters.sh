@@ -2,8 +2,9 @@
 # `make drafters`: retrain every shipped drafter of the embedded default (smollm2-135m) from scratch or from
 # where a killed run stopped. Every step resumes: rerun this script after an interruption.
 #
-#   1. data   the target's greedy responses to GSM8K-train prompts (math, code and chat templates), cached
-#             under ~/.cache/failfast-bench/train_data (never the evaluation questions; a test checks it)
+#   1. data   the target's greedy responses to GSM8K-train prompts (math, code and chat templates), to ShareGPT
+#             chat requests and to docstring-completion code prompts, cached under ~/.cache/failfast-bench/train_data
+#             (never the evaluation questions; tests check it), rebuilt from the committed compact copies
 #   2. ar     small autoregressive drafter (AR baseline), 2 layers
 #   3. dllm   block-diffusion drafter (FailFast and the fixed-length dLLM baseline), 2 layers, from the AR trunk
 #   4. dllm_cond target-conditioned block drafter (reads the target's tap features), from the dllm drafter
@@ -12,9 +13,10 @@
 #
 # Measured wall time on the 2-core CPU (1 torch thread per job, bf16 autocast; the model cards hold each
 # shipped drafter's exact steps and seconds):
-#   data    the shipped drafters saw 13 shards (832 prompts, 182k response tokens); batched bf16 generation
-#           runs at ~180 tokens/s on a quiet machine (drafter-design-notes), so all 22,419 prompts (~5M
-#           tokens) take ~8 h; cap it with data.time_budget_minutes (training takes new shards as they land)
+#   data    committed: GSM8K 51 shards (3,264 prompts, 708k response tokens), ShareGPT 35 shards (2,240 prompts,
+#           475k tokens), docstring code 20 shards (1,228 prompts, 278k tokens); batched bf16 generation ran at
+#           ~75 tokens/s per process on one thread (two processes side by side, 2026-11-30); rebuilding from the
+#           compact copies is a teacher-forced forward per batch. Raise the *_PROMPTS caps to generate more.
 #   dllm    2-layer trunk: 2.4-3.3 s/step (batch 4); ar: 2-layer trunk, ~5.8 s/step measured under load
 #   eagle3  ~3.7 s/step (batch 8, unroll 7) once the target's tap features are cached (~1 min per shard)
 # Override any key, e.g.
@@ -31,8 +33,8 @@ $PY -m pip install -q -e ".[train-data]"  # the chat and code prompt collections
 $PY -m failfast_bench.train recipe=dllm target="$TARGET" stage=data data.max_prompts=${GSM8K_PROMPTS:-3264} "$@"
 # Chat and code prompts (train/prompt_sources.py): as many as the committed copies hold (data/train_responses/
 # <target>/{sharegpt,pydoc}), rebuilt from them by teacher forcing; raise data.max_prompts to generate more.
-$PY -m failfast_bench.train recipe=dllm target="$TARGET" stage=data data.source=sharegpt data.max_prompts=${SHAREGPT_PROMPTS:-SHAREGPT_N} "$@"
-$PY -m failfast_bench.train recipe=dllm target="$TARGET" stage=data data.source=pydoc data.max_prompts=${PYDOC_PROMPTS:-PYDOC_N} "$@"
+$PY -m failfast_bench.train recipe=dllm target="$TARGET" stage=data data.source=sharegpt data.max_prompts=${SHAREGPT_PROMPTS:-2240} "$@"
+$PY -m failfast_bench.train recipe=dllm target="$TARGET" stage=data data.source=pydoc data.max_prompts=${PYDOC_PROMPTS:-1228} "$@"
 CACHE=${FAILFAST_BENCH_CACHE:-$HOME/.cache/failfast-bench}
 # The AR drafter first: the dLLM drafter starts from its trunk (a warm start that the shipped one also had).
 $PY -m failfast_bench.train recipe=ar target="$TARGET" stage=train "$@"
@@ -55,8 +57,8 @@ $PY -m failfast_bench.train recipe=dllm_cond target="$TARGET" stage=train train.
   train.steps=1000 train.time_budget_minutes=95 train.eval_every=125 "${init[@]}" "$@"
 $PY -m failfast_bench.train recipe=dllm_cond target="$TARGET" stage=ship train.run_dir="$CACHE/train_runs/$TARGET/dllm_cond_2" "$@"
 # The same drafter continued on the mixed store (GSM8K train, ShareGPT chat, docstring code; one third of every
-# batch each), shipped beside it as dllm_cond_mix: a 700-step schedule at lr 3e-4 (warmup 30) that stopped at
-# step MIX_STEPS on its 70-minute budget (2026-11-30, 1 thread, generation sharing the cores: 6-8 s/step).
+# batch each), shipped beside it as dllm_cond_mix: a 700-step schedule at lr 3e-4 (warmup 30), run to its end in
+# 64 minutes (2026-11-30, 1 thread, generation sharing the cores: 5-8 s/step; the 70-minute budget did not bind).
 MIX=(train.run_dir="$CACHE/train_runs/$TARGET/dllm_cond_3" "train.sources=[gsm8k_train,sharegpt,pydoc]"
      "train.source_weights={gsm8k_train:1,sharegpt:1,pydoc:1}")
 init=()

@@ -138,12 +138,19 @@ EOF
 }
 
 drafters() {  # issue 14: the plain 2-layer dLLM drafter (the default before the conditioned one) on GSM8K q0-29
-  # (results/runs_drafters), replayed and live, one run at a time; the default's rows are results/runs' (part dllm).
+  # (results/runs_drafters), replayed and live, one run at a time; the default's rows are results/runs' (part dllm);
+  # then the mixed-data conditioned drafter's replays (LANES at a time).
   # The table's rows for earlier conditioned checkpoints were made with weights that git history holds (results/README).
   local COMMON="run.output_dir=${OUT_DRAFTERS:-results/runs_drafters} run.threads=1 run.progress=false run.max_new_tokens=256 dataset.num_questions=30 dataset.fallback=refuse"
   LANES=1 run_jobs <<EOF
 dataset=gsm8k drafter=failfast drafter.model=shipped:dllm run.replay=true
 dataset=gsm8k drafter=failfast drafter.model=shipped:dllm drafter.dtype=bfloat16 drafter.draft_vocab=true
+EOF
+  # The conditioned drafter continued on chat and code data too (shipped:dllm_cond_mix), replayed in and out of domain.
+  run_jobs <<EOF
+dataset=gsm8k drafter=failfast drafter.model=shipped:dllm_cond_mix run.replay=true run.trajectories=true
+dataset=humaneval drafter=failfast drafter.model=shipped:dllm_cond_mix run.replay=true run.trajectories=true
+dataset=mt_bench drafter=failfast drafter.model=shipped:dllm_cond_mix run.replay=true run.trajectories=true
 EOF
 }
 

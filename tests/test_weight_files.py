@@ -40,3 +40,22 @@ def test_pack_file_is_atomic_idempotent_and_read_transparently(tmp_path):
     assert set(state) == {"layer.weight", "d2t"} and state["layer.weight"].dtype == torch.float32
     assert torch.allclose(state["layer.weight"], w.float(), atol=float(w.float().abs().max()) / 127)
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_packing_the_same_tensors_gives_the_same_bytes(tmp_path):
+    """Runs name a drafter by its weight file's SHA-256: repacking identical tensors must not rename them
+    (safetensors writes its metadata map in a random order; the header is rewritten sorted)."""
+    import hashlib
+
+    from safetensors.torch import save_file
+
+    torch.manual_seed(1)
+    state = {f"layer{i}.weight": torch.randn(300, 300).to(torch.bfloat16) for i in range(3)}
+    digests = set()
+    for k in range(4):
+        path = tmp_path / f"copy{k}.safetensors"
+        save_file(state, str(path), metadata={"zeta": "1", "alpha": "2", "mid": "3"})
+        pack_file(path)
+        digests.add(hashlib.sha256(path.read_bytes()).hexdigest())
+        assert torch.equal(read_safetensors(path)["layer0.weight"], read_safetensors(tmp_path / "copy0.safetensors")["layer0.weight"])
+    assert len(digests) == 1

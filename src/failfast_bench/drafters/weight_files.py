@@ -72,9 +72,30 @@ def pack_file(path) -> tuple[int, int]:
     packed = pack_state(state)
     tmp = path.with_name(path.name + ".tmp")
     save_file(packed, str(tmp), metadata={**metadata, "format": "pt", PACKING_KEY: PACKING})
+    canonicalize_header(tmp)
     tmp.chmod(0o644)
     os.replace(tmp, path)
     return before, path.stat().st_size
+
+
+def canonicalize_header(path) -> None:
+    """Rewrite a safetensors header with sorted keys, in place.
+
+    safetensors writes the metadata map in a per-process random order, so the same tensors would give files with
+    different bytes - and runs name a drafter by its file's SHA-256. Sorting keeps the header's length (same
+    content), so the data section and its offsets are untouched."""
+    import json
+    import struct
+
+    with open(path, "r+b") as fh:
+        (length,) = struct.unpack("<Q", fh.read(8))
+        raw = fh.read(length)
+        header = json.loads(raw)
+        canonical = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+        if len(canonical) > length:
+            raise ValueError(f"{path}: canonical safetensors header is longer than the written one")
+        fh.seek(8)
+        fh.write(canonical + b" " * (length - len(canonical)))
 
 
 def main(argv=None) -> int:

@@ -321,14 +321,16 @@ def _train_data_stats(cfg):
     from .data import ResponseStore
 
     total: dict = {}
-    for store_dir in _train_stores(cfg):
+    by_source: dict = {}
+    for source, store_dir in zip(cfg.train.get("sources") or ["gsm8k_train"], _train_stores(cfg)):
         try:
             stats = ResponseStore.open(store_dir).stats()
         except FileNotFoundError:
             continue
+        by_source[str(source)] = stats
         for key, value in stats.items():
             total[key] = round(total.get(key, 0) + value, 1)
-    return total or None
+    return {**total, "by_source": by_source} if total else None
 
 
 def _write_draft_vocab(cfg, directory: Path) -> None:

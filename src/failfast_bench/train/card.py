@@ -83,6 +83,10 @@ def write_model_card(directory: Path, log_path: Optional[Path] = None, data_stat
         "- Prompts: GSM8K **train** questions in the target's chat template under the paper's `math` template "
         "(plus `code`/`chat` renderings when generated); GSM8K test, HumanEval and MT-Bench are never used "
         "(overlaps are dropped, and a test checks it). Train lines with `line % 64 == 7` are held out.",
+        *([f"- Further prompt sources (`train/prompt_sources.py`; same held-out rule on their indices; prompts sharing a 13-word "
+           f"sequence with an evaluation prompt dropped): {', '.join(s for s in data_stats['by_source'] if s != 'gsm8k_train')}; "
+           f"batches drew them with weights {training.get('loop_config', {}).get('source_weights') or 'proportional to their sizes'}."]
+          if data_stats and len(data_stats.get("by_source", {})) > 1 else []),
         "- Targets: the target's own greedy responses (≤ 256 new tokens, bf16, batched) and its top-16 log-probabilities at "
         "every response position (soft targets).",
     ]
@@ -91,6 +95,8 @@ def write_model_card(directory: Path, log_path: Optional[Path] = None, data_stat
             f"- Response cache at shipping time: {data_stats.get('prompts')} prompts, {data_stats.get('response_tokens')} response tokens "
             f"({data_stats.get('shards')} of {data_stats.get('of_shards')} planned shards; {data_stats.get('generation_seconds')} s of generation)."
         )
+        for source, stats in (data_stats.get("by_source") or {}).items():
+            lines.append(f"  - {source}: {stats.get('prompts')} prompts, {stats.get('response_tokens')} response tokens ({stats.get('shards')} of {stats.get('of_shards')} shards)")
     lines += [
         "",
         "## Training",
