@@ -23,7 +23,7 @@ def row(label: str, run_dir: Path) -> str:
     n = json.loads((run_dir / "manifest.json").read_text())["drafter"].get("n")
     extended = float((rounds["draft_len"] > n).mean()) if n else float("nan")
     throughput = m.get("throughput_ratio_pooled")
-
+    ci = _with_ci(m.get("tokens_per_round_pooled"), m.get("tokens_per_round_pooled_ci_low"), m.get("tokens_per_round_pooled_ci_high"))
     return (
         f"| {label} | {len(summary.get('degenerate', {}).get('questions', []))}/{m.get('n_questions')} | {ci} | "
         f"{_fmt(m.get('tokens_per_round'))} | {_fmt(m.get('tokens_per_round_pooled_excluding_degenerate'))} | "
