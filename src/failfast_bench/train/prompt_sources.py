@@ -44,8 +44,8 @@ class SourcePrompts:
     provenance: dict
 
 
-class MissingSource(RuntimeError):
-    pass
+class MissingSource(FileNotFoundError):
+    """A prompt source's package is missing or at another version (the CLI reports it without a traceback)."""
 
 
 # ---------------------------------------------------------------------------------------------
