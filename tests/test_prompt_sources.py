@@ -13,6 +13,7 @@ import torch
 from failfast_bench.train import prompt_sources as ps
 from failfast_bench.train.data import TEMPLATE_NAMES, DataSettings, generate_responses, iter_examples, load_compact_index
 
+from test_train_data import _ChatTokenizer
 from tiny_models import tiny_model
 
 # Hundreds of tiny forwards: one torch thread (conftest.one_thread).
@@ -109,15 +110,6 @@ def test_unknown_source_and_wrong_package_version_are_clear(monkeypatch):
         ps.sharegpt_source()
 
 
-class _ChatTokenizer:
-    chat_template = "plain"
-    pad_token_id = 0
-
-    def apply_chat_template(self, messages, add_generation_prompt=True, tokenize=True, return_dict=False):
-        text = " ".join(m["content"] for m in messages)
-        return [3 + (ord(c) % 60) for c in text[:30]]
-
-
 def test_each_source_has_its_own_store_and_the_pool_joins_them(tmp_path, monkeypatch):
     """A non-GSM8K source: prompts named by index, held-out indices never trained on, compact copy only
     reused for the same prompt list, and the training loop's pool is the union of the stores."""
@@ -150,6 +142,8 @@ def test_each_source_has_its_own_store_and_the_pool_joins_them(tmp_path, monkeyp
         DataSettings(**{**settings.__dict__, "cache_dir": str(tmp_path / "fresh"), "compact_dir": None}), "tiny", model, _ChatTokenizer(), [2], progress=False
     )
     assert other.meta["fingerprint"] == fresh.meta["fingerprint"] != store.meta["fingerprint"]
+    prompt_of = {e.line: e.prompt_ids for e in iter_examples(store.root, split="all")}
+    assert {e.line: e.prompt_ids for e in iter_examples(other.root, split="all")}[3] != prompt_of[3]
     by_line = {e.line: e.response_ids for e in iter_examples(fresh.root, split="all")}
     assert {e.line: e.response_ids for e in iter_examples(other.root, split="all")} == by_line
     # ... and the copy now mirrors the new store alone.

@@ -58,8 +58,15 @@ def source_store(cfg, source) -> Path:
     return base if _source_name(source) == GSM8K_SOURCE else base.with_name(f"{base.name}_{source}")
 
 
+def _train_sources(cfg) -> list[str]:
+    """train.sources (GSM8K train alone when unset)."""
+    from .prompt_sources import GSM8K_SOURCE
+
+    return [str(s) for s in (cfg.train.get("sources") or [GSM8K_SOURCE])]
+
+
 def _train_stores(cfg) -> list[Path]:
-    return [source_store(cfg, s) for s in (cfg.train.get("sources") or ["gsm8k_train"])]
+    return [source_store(cfg, s) for s in _train_sources(cfg)]
 
 
 def _main_data_settings(cfg):
@@ -107,10 +114,11 @@ def _load_target(cfg):
 
 def stage_data(cfg, target=None):
     from .data import generate_responses
+    from .prompt_sources import GSM8K_SOURCE
 
     settings = _data_settings(cfg)  # validates data.source before the target loads
     model, tokenizer, stops, _ = target or _load_target(cfg)
-    if settings.source == "gsm8k_train":
+    if settings.source == GSM8K_SOURCE:
         # The held-out evaluation prompts first (small), so evaluation works from the first training step.
         held = generate_responses(_data_settings(cfg, heldout=True), cfg.target.name, model, tokenizer, stops, progress=cfg.progress)
         log.info("held-out cache %s: %s", held.root, held.stats())
@@ -129,9 +137,10 @@ def _heldout_store(cfg) -> Path:
 def _heldout(cfg, count: int) -> list:
     """Held-out examples of ``eval.source``: GSM8K's held-out cache (math), or another source's held-out indices."""
     from .evaluate import heldout_examples
+    from .prompt_sources import GSM8K_SOURCE
 
-    source = _source_name(cfg.eval.get("source") or "gsm8k_train")
-    if source == "gsm8k_train":
+    source = _source_name(cfg.eval.get("source") or GSM8K_SOURCE)
+    if source == GSM8K_SOURCE:
         return heldout_examples(_heldout_store(cfg), count)
     return heldout_examples(source_store(cfg, source), count, templates=None)
 
@@ -200,7 +209,7 @@ def _store_weights(cfg):
     weights = cfg.train.get("source_weights")
     if not weights:
         return None
-    sources = [str(s) for s in (cfg.train.get("sources") or ["gsm8k_train"])]
+    sources = _train_sources(cfg)
     unknown = sorted(set(weights) - set(sources))
     if unknown:
         raise ValueError(f"train.source_weights names {unknown}, which are not in train.sources={sources}")
@@ -322,12 +331,12 @@ def _train_data_stats(cfg):
 
     total: dict = {}
     by_source: dict = {}
-    for source, store_dir in zip(cfg.train.get("sources") or ["gsm8k_train"], _train_stores(cfg)):
+    for source, store_dir in zip(_train_sources(cfg), _train_stores(cfg)):
         try:
             stats = ResponseStore.open(store_dir).stats()
         except FileNotFoundError:
             continue
-        by_source[str(source)] = stats
+        by_source[source] = stats
         for key, value in stats.items():
             total[key] = round(total.get(key, 0) + value, 1)
     return {**total, "by_source": by_source} if total else None

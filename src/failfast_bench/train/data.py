@@ -591,12 +591,11 @@ def export_compact(store: ResponseStore, out_dir: Path, shards_per_file: int = 1
     keys = ("target", "fingerprint", "num_prompts", "templates", "seed", "shard_size", "max_new_tokens", "heldout_every", "dtype", "train_file_sha256", "source", "stop_ids")
     meta = {k: store.meta[k] for k in keys if k in store.meta}
     meta.update({"format": COMPACT_FORMAT, "shards_per_file": shards_per_file})
-    meta_path = out_dir / "meta.json"
-    if meta_path.exists() and json.loads(meta_path.read_text()).get("fingerprint") != meta["fingerprint"]:
+    if compact_fingerprint(out_dir) not in (None, meta["fingerprint"]):
         # The copy answered another prompt list: none of its groups may survive next to this store's.
         for stale in out_dir.glob("responses_*.npz"):
             stale.unlink()
-    atomic_write_text(meta_path, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(out_dir / "meta.json", json.dumps(meta, indent=2, sort_keys=True) + "\n")
     done = store.completed()
     written = []
     for group in sorted({i // shards_per_file for i in done}):
@@ -629,6 +628,12 @@ def export_compact(store: ResponseStore, out_dir: Path, shards_per_file: int = 1
     return written
 
 
+def compact_fingerprint(compact_dir: Path) -> Optional[str]:
+    """The prompt-list fingerprint a compact copy was made for (None: no copy there yet; "" if it names none)."""
+    meta_path = Path(compact_dir) / "meta.json"
+    return json.loads(meta_path.read_text()).get("fingerprint", "") if meta_path.exists() else None
+
+
 def load_compact_index(compact_dir: Path, expect_fingerprint: Optional[str] = None) -> dict[int, list[tuple[int, int, list[int]]]]:
     """Shard index -> [(line, template id, response ids)] from a compact copy (empty if absent).
 
@@ -637,10 +642,9 @@ def load_compact_index(compact_dir: Path, expect_fingerprint: Optional[str] = No
     """
     compact_dir = Path(compact_dir)
     index: dict[int, list[tuple[int, int, list[int]]]] = {}
-    meta_path = compact_dir / "meta.json"
-    if expect_fingerprint is not None and meta_path.exists():
-        found = json.loads(meta_path.read_text()).get("fingerprint")
-        if found != expect_fingerprint:
+    if expect_fingerprint is not None:
+        found = compact_fingerprint(compact_dir)
+        if found not in (None, expect_fingerprint):
             log.warning("compact responses %s were made for another prompt list (fingerprint %s, planned %s); generating instead", compact_dir, str(found)[:12], expect_fingerprint[:12])
             return index
     for path in sorted(compact_dir.glob("responses_*.npz")):

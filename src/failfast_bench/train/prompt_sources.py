@@ -20,11 +20,12 @@ from __future__ import annotations
 import ast
 import importlib.metadata
 import importlib.util
+import inspect
 import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 GSM8K_SOURCE = "gsm8k_train"
 OVERLAP_NGRAM = 13
@@ -142,7 +143,7 @@ _NUMPYDOC_HEADER = re.compile(r"^\s*(Parameters|Returns|Yields|Raises|See Also|N
 def trim_docstring(doc: str, max_example_lines: int = 8) -> str:
     """HumanEval-sized docstring: the description before the first numpydoc section, plus the first doctest
     lines of its Examples section."""
-    doc = _dedent(doc)
+    doc = inspect.cleandoc(doc)
     sections = list(_NUMPYDOC_HEADER.finditer(doc))
     summary = doc[: sections[0].start()].strip() if sections else doc.strip()
     examples = []
@@ -158,11 +159,6 @@ def trim_docstring(doc: str, max_example_lines: int = 8) -> str:
             summary = "\n".join(lines[:24]).rstrip()
     return summary + ("\n\n" + "\n".join(examples) if examples else "")
 
-
-def _dedent(doc: str) -> str:
-    import inspect
-
-    return inspect.cleandoc(doc)
 
 
 def _first_doctests(lines: Sequence[str], limit: int) -> list[str]:
@@ -188,14 +184,15 @@ def function_prompt(node: ast.FunctionDef | ast.AsyncFunctionDef, doc: str) -> s
     return f'{header}\n    """\n{body}\n    """\n'
 
 
-def usable_function(node: ast.AST) -> bool:
+def usable_docstring(node: ast.AST) -> Optional[str]:
+    """The docstring of a public function worth a prompt (a summary of 5+ words, a body of 3+ lines), else None."""
     if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or node.name.startswith("_"):
-        return False
+        return None
     doc = ast.get_docstring(node)
     if not doc or len(doc.strip().splitlines()[0].split()) < 5:
-        return False
+        return None
     body_lines = (node.end_lineno or node.lineno) - node.body[0].lineno + 1 - len(doc.splitlines())
-    return body_lines >= 3
+    return doc if body_lines >= 3 else None
 
 
 def package_function_prompts(package_dir: Path, skip_parts: Sequence[str] = ("tests", "test", "testing", "conftest")) -> list[str]:
@@ -211,8 +208,9 @@ def package_function_prompts(package_dir: Path, skip_parts: Sequence[str] = ("te
         except (SyntaxError, UnicodeDecodeError):
             continue
         for node in tree.body:
-            if usable_function(node):
-                out.append(function_prompt(node, trim_docstring(ast.get_docstring(node) or "")))
+            doc = usable_docstring(node)
+            if doc is not None:
+                out.append(function_prompt(node, trim_docstring(doc)))
     return out
 
 
