@@ -73,7 +73,8 @@ def test_code_prompts_have_humaneval_shape(tmp_path):
         f'def count_widgets(G, start: int = 0) -> int:\n    """{NUMPYDOC}"""\n    seen = set()\n    stack = [start]\n    while stack:\n        seen.add(stack.pop())\n    return len(seen)\n\n'
         'def _private(x):\n    """A private helper that nobody should see here."""\n    a = 1\n    b = 2\n    return a + b\n\n'
         'def short_doc(x):\n    """Too short."""\n    a = 1\n    b = 2\n    return a + b\n\n'
-        'def tiny_body(x):\n    """This one has a proper docstring but a tiny body."""\n    return x\n'
+        'def tiny_body(x):\n    """This one has a proper docstring but a tiny body."""\n    return x\n\n'
+        'def blank_doc(x):\n    """\n\n    """\n    a = 1\n    b = 2\n    return a + b\n'  # numpy.ma.take's docstring
     )
     (pkg / "tests" / "test_mod.py").write_text('def test_something_long_enough(x):\n    """Tests are not prompts even with docstrings."""\n    a = 1\n    b = 2\n    return a\n')
     prompts = ps.package_function_prompts(pkg)

