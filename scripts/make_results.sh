@@ -22,7 +22,8 @@
 #     sweep; on HumanEval and MT-Bench (out of domain for every shipped drafter) FailFast, the best fixed-length
 #     dLLM, the best AR, AR with 8 tokens and EAGLE-3 chain. Replayed dLLM runs read drafter passes from the
 #     trajectory store (run.trajectories=true: identical traces, same run directories; README "Trajectory store").
-#   The dLLM runs use the default dLLM drafter of smollm2-135m: the target-conditioned one (shipped:dllm_cond).
+#   The dLLM runs use the default dLLM drafter of smollm2-135m: the target-conditioned one trained on math, chat and
+#   code responses (shipped:dllm_cond_mix, since 2026-11-30; part drafters replays the earlier defaults).
 # A run's directory name holds a hash of its config and of the drafter's weights, so retrained drafters
 # rerun instead of being skipped. Wall time on this 2-core CPU: see results/README.md.
 set -euo pipefail
@@ -137,20 +138,23 @@ dataset=gsm8k drafter=eagle3
 EOF
 }
 
-drafters() {  # issue 14: the plain 2-layer dLLM drafter (the default before the conditioned one) on GSM8K q0-29
-  # (results/runs_drafters), replayed and live, one run at a time; the default's rows are results/runs' (part dllm);
-  # then the mixed-data conditioned drafter's replays (LANES at a time).
+drafters() {  # issue 14: the earlier default dLLM drafters on GSM8K q0-29 (results/runs_drafters); the default's
+  # (shipped:dllm_cond_mix) rows are results/runs' (part dllm). First the plain 2-layer drafter, replayed and live,
+  # one run at a time; then the conditioned drafter trained on GSM8K responses only (shipped:dllm_cond, the default
+  # until the mixed-data one), replayed in and out of domain (LANES at a time), and live.
   # The table's rows for earlier conditioned checkpoints were made with weights that git history holds (results/README).
   local COMMON="run.output_dir=${OUT_DRAFTERS:-results/runs_drafters} run.threads=1 run.progress=false run.max_new_tokens=256 dataset.num_questions=30 dataset.fallback=refuse"
   LANES=1 run_jobs <<EOF
 dataset=gsm8k drafter=failfast drafter.model=shipped:dllm run.replay=true
 dataset=gsm8k drafter=failfast drafter.model=shipped:dllm drafter.dtype=bfloat16 drafter.draft_vocab=true
 EOF
-  # The conditioned drafter continued on chat and code data too (shipped:dllm_cond_mix), replayed in and out of domain.
   run_jobs <<EOF
-dataset=gsm8k drafter=failfast drafter.model=shipped:dllm_cond_mix run.replay=true run.trajectories=true
-dataset=humaneval drafter=failfast drafter.model=shipped:dllm_cond_mix run.replay=true run.trajectories=true
-dataset=mt_bench drafter=failfast drafter.model=shipped:dllm_cond_mix run.replay=true run.trajectories=true
+dataset=gsm8k drafter=failfast drafter.model=shipped:dllm_cond run.replay=true run.trajectories=true
+dataset=humaneval drafter=failfast drafter.model=shipped:dllm_cond run.replay=true run.trajectories=true
+dataset=mt_bench drafter=failfast drafter.model=shipped:dllm_cond run.replay=true run.trajectories=true
+EOF
+  LANES=1 run_jobs <<EOF
+dataset=gsm8k drafter=failfast drafter.model=shipped:dllm_cond drafter.dtype=bfloat16 drafter.draft_vocab=true
 EOF
 }
 
