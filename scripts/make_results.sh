@@ -86,7 +86,8 @@ EOF
 
 dllm() {  # Fast-dLLM's spec_len sweep at theta = 0.05 (its best theta, F1); at the paper's theta = 0.9 a pass commits
   # few tokens, so spec_len 4 and 8 (concavity) only: 30 questions x 256 tokens at spec_len 8 took 25 min of one core.
-  # The live FailFast run comes last, so that it is timed after the replays have freed the cores.
+  # The live FailFast runs come last, so that they are timed after the replays have freed the cores (N = 4: the best
+  # N of experiment=micro_n for this drafter, beside the paper's N = 10).
   run_jobs <<EOF
 dataset=gsm8k drafter=dllm run.replay=true run.trajectories=true drafter.theta=0.05 drafter.spec_len=4,8,12,16 -m
 dataset=gsm8k drafter=dllm run.replay=true run.trajectories=true drafter.spec_len=4
@@ -94,13 +95,15 @@ EOF
   dllm_sweeps
   LANES=1 run_jobs <<EOF
 dataset=gsm8k $LIVE_FAILFAST
+dataset=gsm8k $LIVE_FAILFAST drafter.n=4
 EOF
 }
 
-dllm_sweeps() {  # micro_tau's tau = 0.45 is FailFast's default config with a float32 drafter, replayed
+dllm_sweeps() {  # micro_tau's tau = 0.45 is FailFast's default config with a float32 drafter, replayed; micro_n's N = 10 too
   run_jobs <<EOF
 dataset=gsm8k experiment=micro_tau drafter.tau=0.05,0.45,0.85 -m
 dataset=gsm8k experiment=micro_nmax drafter.n_max=10,30,70 -m
+dataset=gsm8k experiment=micro_n drafter.n=2,4,6,8 -m
 dataset=gsm8k experiment=concavity drafter.theta=0.05,0.5,0.9 -m
 EOF
   local dllm_best
@@ -108,6 +111,8 @@ EOF
   run_jobs <<EOF
 dataset=humaneval drafter=failfast run.replay=true run.trajectories=true
 dataset=mt_bench drafter=failfast run.replay=true run.trajectories=true
+dataset=humaneval drafter=failfast drafter.n=4 run.replay=true run.trajectories=true
+dataset=mt_bench drafter=failfast drafter.n=4 run.replay=true run.trajectories=true
 dataset=humaneval drafter=dllm $dllm_best run.replay=true run.trajectories=true
 dataset=mt_bench drafter=dllm $dllm_best run.replay=true run.trajectories=true
 EOF

@@ -46,3 +46,17 @@ def test_rehash_moves_runs_that_hash_as_recorded_and_keeps_the_rest(tmp_path):
     assert json.loads((new / "manifest.json").read_text())["config_hash"] == config_hash(cfg)
     assert json.loads((new / "summary.json").read_text())["run_dir"].endswith(new.name)
     assert rehash.main([str(tmp_path)]) == 0 and new.exists()  # idempotent
+
+
+def test_committed_runs_record_the_directory_they_live_in():
+    """A run moved between results directories (e.g. when the default drafter changes) has its recorded
+    ``run_dir`` and ``run.output_dir`` rewritten too, so no committed file names a machine-local or stale path."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    summaries = sorted(root.glob("results/runs*/*/*/*/summary.json"))
+    assert summaries, "no committed results"
+    for path in summaries:
+        run = path.parent.relative_to(root)
+        assert json.loads(path.read_text())["run_dir"] == str(run), run
+        assert OmegaConf.load(path.parent / "config.yaml").run.output_dir == str(run.parents[2]), run

@@ -26,6 +26,7 @@ PRESETS = {
     "eagle3_sweep": 6,
     "micro_tau": 5,
     "micro_nmax": 7,
+    "micro_n": 5,
     "concavity": 6,
     "dllm_strategies": 5,
 }
