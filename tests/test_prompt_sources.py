@@ -188,7 +188,7 @@ def test_source_options_are_checked_before_any_model_loads():
 
 
 
-@pytest.mark.parametrize("source", ["pydoc", "sharegpt"])
+@pytest.mark.parametrize("source", ["pydoc", "pydoc_sci", "sharegpt"])
 def test_committed_responses_answer_the_installed_prompt_lists(source):
     """The committed copy names prompts by index: it is only valid for the prompt list it was made from."""
     from failfast_bench.train.data import plan_prompts, specs_fingerprint
