@@ -101,9 +101,10 @@ EOF
 
 dllm_sweeps() {  # micro_tau's tau = 0.45 is FailFast's default config with a float32 drafter, replayed; micro_n's N = 10 too
   run_jobs <<EOF
-dataset=gsm8k experiment=micro_tau drafter.tau=0.05,0.45,0.85 -m
+dataset=gsm8k experiment=micro_tau -m
 dataset=gsm8k experiment=micro_nmax drafter.n_max=10,30,70 -m
 dataset=gsm8k experiment=micro_n drafter.n=2,4,6,8 -m
+dataset=gsm8k experiment=micro_tau drafter.n=4 drafter.tau=0.05,0.25,0.65,0.85 -m
 dataset=gsm8k experiment=concavity drafter.theta=0.05,0.5,0.9 -m
 EOF
   local dllm_best
