@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from ..cli import CONF_DIR, fail
+from .prompt_sources import GSM8K_SOURCE, SOURCE_NAMES  # stdlib only: cheap at start-up
 
 log = logging.getLogger("failfast_bench.train")
 STAGES = ("data", "train", "ship", "eval", "all")
@@ -43,8 +44,6 @@ def _data_settings(cfg, heldout: bool = False):
 
 
 def _source_name(name) -> str:
-    from .prompt_sources import SOURCE_NAMES
-
     if str(name) not in SOURCE_NAMES:
         raise ValueError(f"unknown prompt source {name!r}; valid: {', '.join(SOURCE_NAMES)}")
     return str(name)
@@ -52,16 +51,12 @@ def _source_name(name) -> str:
 
 def source_store(cfg, source) -> Path:
     """The response store of one prompt source (GSM8K train: data.cache_dir; others beside it)."""
-    from .prompt_sources import GSM8K_SOURCE
-
     base = _path(cfg.data.cache_dir)
     return base if _source_name(source) == GSM8K_SOURCE else base.with_name(f"{base.name}_{source}")
 
 
 def _train_sources(cfg) -> list[str]:
     """train.sources (GSM8K train alone when unset)."""
-    from .prompt_sources import GSM8K_SOURCE
-
     return [str(s) for s in (cfg.train.get("sources") or [GSM8K_SOURCE])]
 
 
@@ -71,7 +66,6 @@ def _train_stores(cfg) -> list[Path]:
 
 def _main_data_settings(cfg):
     from .data import DataSettings, resolve_train_file
-    from .prompt_sources import GSM8K_SOURCE
 
     d = cfg.data
     source = _source_name(d.get("source") or GSM8K_SOURCE)
@@ -114,7 +108,6 @@ def _load_target(cfg):
 
 def stage_data(cfg, target=None):
     from .data import generate_responses
-    from .prompt_sources import GSM8K_SOURCE
 
     settings = _data_settings(cfg)  # validates data.source before the target loads
     model, tokenizer, stops, _ = target or _load_target(cfg)
@@ -137,7 +130,6 @@ def _heldout_store(cfg) -> Path:
 def _heldout(cfg, count: int) -> list:
     """Held-out examples of ``eval.source``: GSM8K's held-out cache (math), or another source's held-out indices."""
     from .evaluate import heldout_examples
-    from .prompt_sources import GSM8K_SOURCE
 
     source = _source_name(cfg.eval.get("source") or GSM8K_SOURCE)
     if source == GSM8K_SOURCE:
@@ -331,9 +323,9 @@ def _train_data_stats(cfg):
 
     total: dict = {}
     by_source: dict = {}
-    for source, store_dir in zip(_train_sources(cfg), _train_stores(cfg)):
+    for source in _train_sources(cfg):
         try:
-            stats = ResponseStore.open(store_dir).stats()
+            stats = ResponseStore.open(source_store(cfg, source)).stats()
         except FileNotFoundError:
             continue
         by_source[source] = stats

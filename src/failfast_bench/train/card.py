@@ -5,6 +5,8 @@ import json
 from pathlib import Path
 from typing import Optional
 
+from .prompt_sources import GSM8K_SOURCE
+
 KIND_TITLES = {"block_diffusion": "block-diffusion drafter (FailFast / Fast-dLLM baseline)", "causal": "autoregressive drafter (AR baseline)"}
 
 
@@ -84,7 +86,7 @@ def write_model_card(directory: Path, log_path: Optional[Path] = None, data_stat
         "(plus `code`/`chat` renderings when generated); GSM8K test, HumanEval and MT-Bench are never used "
         "(overlaps are dropped, and a test checks it). Train lines with `line % 64 == 7` are held out.",
         *([f"- Further prompt sources (`train/prompt_sources.py`; same held-out rule on their indices; prompts sharing a 13-word "
-           f"sequence with an evaluation prompt dropped): {', '.join(s for s in data_stats['by_source'] if s != 'gsm8k_train')}; "
+           f"sequence with an evaluation prompt dropped): {', '.join(s for s in data_stats['by_source'] if s != GSM8K_SOURCE)}; "
            f"batches drew them with weights {training.get('loop_config', {}).get('source_weights') or 'proportional to their sizes'}."]
           if data_stats and len(data_stats.get("by_source", {})) > 1 else []),
         "- Targets: the target's own greedy responses (≤ 256 new tokens, bf16, batched) and its top-16 log-probabilities at "
