@@ -363,6 +363,19 @@ def test_sweep_figures_draw_mean_and_pooled(runs, tmp_path):
         figures.plot_nmax_sensitivity(runs.drop(columns=["modeled_speedup_pooled"]), tmp_path)
 
 
+def test_sweep_figures_keep_runs_on_other_questions_or_temperatures_off_the_curve(runs):
+    """A q0-9 run at T = 1 with the sweep's θ, N and N_max must not be averaged into F7's point at its τ
+    (it once pulled F7's pooled GSM8K curve down to 1.52 at τ = 0.45, where every q0-29 run said 1.73)."""
+    rows = figures.with_methods(runs[runs["profile"] == "a6000_paper"]).assign(temperature=0.0)
+    rows = rows[rows["method"] == figures.FAILFAST]
+    sweep = rows[(rows["dataset"] == "gsm8k") & rows["tau"].notna() & (rows["n_max"] == 60)]
+    stray = sweep.head(1).assign(temperature=1.0, n_questions=2, modeled_speedup=0.1, modeled_speedup_pooled=0.1)
+    clean = figures._one_axis_sweeps(rows, "tau", ("theta", "n", "n_max"), paper_data.F7_FIXED)
+    mixed = figures._one_axis_sweeps(pd.concat([rows, stray]), "tau", ("theta", "n", "n_max"), paper_data.F7_FIXED)
+    for (_, _, _, before), (_, _, _, after) in zip(clean, mixed, strict=True):
+        pd.testing.assert_frame_equal(before.reset_index(drop=True), after.reset_index(drop=True))
+
+
 def test_t1b_reports_sampling_runs_apart_from_greedy_ones(runs, tmp_path):
     """T > 0 runs share config names with greedy runs: T1 ignores them, T1b shows them beside the greedy best."""
     greedy = runs.assign(temperature=0.0, accuracy=0.3, accuracy_ci_low=0.1, accuracy_ci_high=0.6)

@@ -107,6 +107,38 @@ def test_replay_and_live_runs_form_separate_curves(tmp_path, sweep_root):
     assert replayed["measured_speedup"].isna().all() and replayed["modeled_speedup"].notna().all()
 
 
+def test_runs_at_another_temperature_or_with_other_weights_never_join_a_curve(sweep_root):
+    """One extra point on other conditions (T = 1, or another drafter's weights) must not be averaged into the
+    τ curve at its τ: it is another experiment under the same config name."""
+    hot = write_run(sweep_root, "dllm_0.05_df_0.4_60_10", {"name": "failfast", "theta": 0.05, "tau": 0.4}, 40, 3,
+                    hardware="hot")
+    cfg = yaml.safe_load((hot / "config.yaml").read_text())
+    cfg["run"]["temperature"] = 1.0
+    trace.write_text(yaml.safe_dump(cfg), hot / "config.yaml")
+    other = write_run(sweep_root, "dllm_0.05_df_0.6_60_10", {"name": "failfast", "theta": 0.05, "tau": 0.6}, 40, 3,
+                      hardware="other")
+    trace.write_json({"hub": {"drafter": {"path": "/somewhere/shipped/smollm2-135m/dllm", "commit": None}}},
+                     other / "manifest.json")
+    runs, _ = report.collect([sweep_root], [load_profile("a6000_paper")])
+    assert runs.set_index("run_dir").loc[str(other), "drafter_weights"] == "shipped:dllm"
+    (param, _, curve), = report.sweep_curves(runs)
+    base = runs[(runs["temperature"] == 0) & (runs["drafter_weights"] == "") & (runs["family"] == "failfast")]
+    assert list(curve["modeled_speedup"]) == pytest.approx(list(base.sort_values("tau")["modeled_speedup"]))
+
+
+def test_drafter_weights_prefer_what_the_manifest_resolved(tmp_path):
+    """A config's ``model: null`` names the target's default of its day; the manifest says which weights ran."""
+    run = tmp_path / "run"
+    run.mkdir()
+    assert report.drafter_weights(run, {"model": None}) == ""
+    assert report.drafter_weights(run, {"model": "org/drafter"}) == "org/drafter"
+    trace.write_json({"hub": {"drafter": {"path": "/x/shipped/smollm2-135m/dllm_cond_mix"}}}, run / "manifest.json")
+    assert report.drafter_weights(run, {"model": None}) == "shipped:dllm_cond_mix"
+    trace.write_json({"hub": {"drafter": {"path": "/hf/snapshots/abc"}}}, run / "manifest.json")
+    assert report.drafter_weights(run, {"model": "org/drafter"}) == "org/drafter"
+    assert report.drafter_weights(run, {"model": None}) == "/hf/snapshots/abc"
+
+
 def test_report_cli_prints_curves_and_writes_tables(sweep_root, tmp_path, capsys):
     out = tmp_path / "report"
     assert report.main([str(sweep_root), "--profile", "a6000_paper", "--out", str(out)]) == 0

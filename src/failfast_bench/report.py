@@ -31,6 +31,10 @@ from .latency import HardwareProfile, available_profiles, load_profile
 RUN_KEY_COLUMNS = ["run_id", "target", "dataset", "drafter", "family", "config_name", "theta", "tau", "n", "n_max", "spec_len", "mode", "max_new_tokens", "dtype", "drafter_dtype", "replay"]
 # Hyperparameters a sweep varies; a curve moves one of them and holds the rest fixed.
 SWEEP_PARAMS = ("tau", "n_max", "theta", "spec_len", "n")
+# What else a sweep point must share with its neighbours to sit on one curve: runs on other questions, at another
+# temperature or with other drafter weights are other experiments even under the same hyperparameters.
+SWEEP_CONTEXT = ("profile", "target", "dataset", "family", "mode", "n_questions", "max_new_tokens", "temperature",
+                 "dtype", "drafter_dtype", "drafter_weights", "replay")
 PARAM_LABELS = {"tau": "τ", "n_max": "N_max", "theta": "θ", "spec_len": "spec_len", "n": "N"}
 CURVE_METRICS = ["modeled_speedup", "modeled_speedup_median", "modeled_speedup_pooled", "modeled_speedup_refined",
                  "measured_speedup", "measured_speedup_pooled", "acceptance_rate", "tokens_per_round",
@@ -62,6 +66,22 @@ def _family(family: str, d: dict, cost: bool) -> str:
     return family + "_cps" if d.get("cps") else family
 
 
+def drafter_weights(run_dir: Path, drafter_cfg: dict) -> str:
+    """Which drafter weights a run used, as resolved when it ran (its manifest): ``shipped:<name>`` for a shipped
+    drafter, else the configured model or path; "" without a drafter model. A config's ``model: null`` means the
+    target's default at that time, which later commits may change, so the manifest is read first."""
+    manifest = run_dir / "manifest.json"
+    path = None
+    if manifest.exists():
+        path = ((json.loads(manifest.read_text()).get("hub") or {}).get("drafter") or {}).get("path")
+    if path:
+        parts = Path(path).parts
+        if len(parts) >= 3 and parts[-3] == "shipped":
+            return f"shipped:{parts[-1]}"
+    configured = drafter_cfg.get("model")
+    return str(configured) if configured else (str(path) if path else "")
+
+
 def _run_identity(run_dir: Path, summary: dict) -> dict:
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     d = cfg["drafter"]
@@ -88,6 +108,7 @@ def _run_identity(run_dir: Path, summary: dict) -> dict:
         "max_new_tokens": cfg["run"]["max_new_tokens"],
         "dtype": cfg["run"]["dtype"],
         "drafter_dtype": d.get("dtype") or cfg["run"]["dtype"],
+        "drafter_weights": drafter_weights(run_dir, d),
         "latency_key": cfg["target"].get("latency_key", summary["target"]),
         "replay": bool(cfg["run"].get("replay", False)),
         # The profile the run itself ran under: a cost-aware stop priced its extensions with it.
@@ -209,18 +230,17 @@ def best_configs(runs: pd.DataFrame, metric: str = "modeled_speedup",
 def sweep_curves(runs: pd.DataFrame, params=SWEEP_PARAMS, min_points: int = 3) -> list[tuple[str, str, pd.DataFrame]]:
     """Every one-hyperparameter sweep in ``runs``: (parameter, title, curve) with one row per value.
 
-    A curve holds everything else fixed: profile, target, dataset, family, FailFast mode, the other
-    hyperparameters, question count, max_new_tokens, dtypes and replay. Repeated runs of one value are averaged.
+    A curve holds everything else fixed (``SWEEP_CONTEXT`` and the other hyperparameters). Repeated runs of one
+    value are averaged.
     """
     out: list[tuple[str, str, pd.DataFrame]] = []
     if runs.empty:
         return out
-    context = ["profile", "target", "dataset", "family", "mode", "n_questions", "max_new_tokens", "dtype", "drafter_dtype", "replay"]
     for param in params:
         if param not in runs.columns:
             continue
         rows = runs[runs[param].notna()]
-        fixed = [c for c in context + [p for p in SWEEP_PARAMS if p != param] if c in rows.columns]
+        fixed = [c for c in [*SWEEP_CONTEXT, *(p for p in SWEEP_PARAMS if p != param)] if c in rows.columns]
         for key, group in rows.groupby(fixed, dropna=False, sort=True):
             if group[param].nunique() < min_points:
                 continue

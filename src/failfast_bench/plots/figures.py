@@ -25,6 +25,7 @@ from matplotlib.patches import Patch
 
 from ..metrics import (DEFAULT_RANK_STATISTIC, alpha_from_acceptance, dllm_passes_per_draft, statistic_column,
                        theorem_3_8_speedup)
+from ..report import SWEEP_CONTEXT
 from . import paper_data
 
 # ---------------------------------------------------------------------------------------------
@@ -574,9 +575,12 @@ def _one_axis_sweeps(rows: pd.DataFrame, x_col: str, fixed_cols: Sequence[str], 
     """Per (target, dataset): the sub-sweep along ``x_col`` with the other hyperparameters held fixed,
     choosing the fixed values with the most x points (ties: the paper's fixed values)."""
     out = []
+    # Runs on other questions, temperatures or drafter weights are other experiments: never one curve.
+    context = [c for c in SWEEP_CONTEXT if c in rows.columns and c not in ("target", "dataset")]
+    keys = [*fixed_cols, *context]
     for (tgt, ds), group in rows.groupby(["target", "dataset"], sort=True):
         candidates = []
-        for key, sub in group.groupby(list(fixed_cols), dropna=False, sort=True):
+        for key, sub in group.groupby(keys, dropna=False, sort=True):
             key = key if isinstance(key, tuple) else (key,)
             matches_paper = all(
                 not pd.isna(v) and math.isclose(float(v), float(preferred[c])) for c, v in zip(fixed_cols, key)
