@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from omegaconf import OmegaConf
 
 from failfast_bench import rehash, trace
@@ -60,3 +61,24 @@ def test_committed_runs_record_the_directory_they_live_in():
         run = path.parent.relative_to(root)
         assert json.loads(path.read_text())["run_dir"] == str(run), run
         assert OmegaConf.load(path.parent / "config.yaml").run.output_dir == str(run.parents[2]), run
+
+
+def test_relocate_moves_a_run_and_the_paths_it_records(tmp_path, capsys):
+    """A moved run is found complete where it now lives, and records that place (summary and config)."""
+    from failfast_bench import relocate
+
+    cfg = compose([f"run.output_dir={tmp_path / 'runs'}", "drafter=vanilla", "run.replay=true"])
+    run = _recorded_run(cfg, config_hash(cfg), config_hash(cfg))
+    to = tmp_path / "runs_drafters"
+    assert relocate.main([str(tmp_path / "runs"), "--to", str(to), "--dry-run"]) == 0 and run.exists()
+    assert relocate.main([str(tmp_path / "runs"), "--to", str(to)]) == 0
+    moved = to / run.relative_to(tmp_path / "runs")
+    assert not run.exists() and trace.is_complete(moved)
+    assert json.loads((moved / "summary.json").read_text())["run_dir"] == str(moved)
+    assert OmegaConf.load(moved / "config.yaml").run.output_dir == str(to)
+    assert Runner(compose([f"run.output_dir={to}", "drafter=vanilla", "run.replay=true"])).run_dir == moved
+    # Nothing is overwritten: a second copy at the old place refuses as a whole.
+    again = _recorded_run(cfg, config_hash(cfg), config_hash(cfg))
+    with pytest.raises(SystemExit) as refused:
+        relocate.main([str(again), "--to", str(to)])
+    assert refused.value.code == 2 and "destination exists" in capsys.readouterr().err and again.exists()
