@@ -207,3 +207,20 @@ def test_training_resumes_exactly_after_a_kill(tmp_path, recipe_name):
     evals = [json.loads(l) for l in (tmp_path / "b" / "log.jsonl").read_text().splitlines() if '"eval"' in l]
     assert evals and ("failfast_tokens_per_round" in evals[-1] or "ar_sf_2_tokens_per_round" in evals[-1])
 
+
+
+def test_top1_is_split_by_the_targets_own_confidence():
+    """The breakdown bands points by the target's probability of its greedy token (read from the stored top-k,
+    matched by id) and reports each band's share and the drafter's top-1 there."""
+    from failfast_bench.train.evaluate import _greedy_probability, _top1_by_target_confidence
+
+    logprobs = np.log(np.array([[0.95, 0.03], [0.6, 0.3], [0.4, 0.35]], dtype=np.float16))
+    ex = tdata.Example(line=0, template="math", prompt_ids=[1], response_ids=[5, 6, 8],
+                       topk_ids=np.array([[5, 2], [6, 7], [9, 8]]), topk_logprobs=logprobs)
+    probs = [_greedy_probability(ex, j) for j in range(3)]
+    assert probs == pytest.approx([0.95, 0.6, 0.35], abs=1e-3)  # the third greedy token is matched by id
+    out = _top1_by_target_confidence([True, True, False, True], probs + [1.0])
+    assert out["target_confidence_mean"] == pytest.approx((0.95 + 0.6 + 0.35 + 1.0) / 4, abs=1e-3)
+    assert [(b["band"], b["share"], b["top1"]) for b in out["top1_by_target_confidence"]] == [
+        ("[0, 0.5)", 0.25, 0.0), ("[0.5, 0.9)", 0.25, 1.0), ("[0.9, 1]", 0.5, 1.0)]
+    assert _top1_by_target_confidence([True], []) == {}  # no log-probabilities: no breakdown

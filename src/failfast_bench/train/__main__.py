@@ -127,14 +127,14 @@ def _heldout_store(cfg) -> Path:
     return held if (held / "meta.json").exists() else _path(cfg.data.cache_dir)
 
 
-def _heldout(cfg, count: int) -> list:
+def _heldout(cfg, count: int, with_logits: bool = False) -> list:
     """Held-out examples of ``eval.source``: GSM8K's held-out cache (math), or another source's held-out indices."""
     from .evaluate import heldout_examples
 
     source = _source_name(cfg.eval.get("source") or GSM8K_SOURCE)
     if source == GSM8K_SOURCE:
-        return heldout_examples(_heldout_store(cfg), count)
-    return heldout_examples(source_store(cfg, source), count, templates=None)
+        return heldout_examples(_heldout_store(cfg), count, with_logits=with_logits)
+    return heldout_examples(source_store(cfg, source), count, templates=None, with_logits=with_logits)
 
 
 def _eval_settings(cfg, stops):
@@ -380,7 +380,7 @@ def stage_eval(cfg):
         raise ValueError("stage=eval covers recipe=dllm|ar; an EAGLE-3 head's held-out metrics are in its model card (stage=train)")
     model, tokenizer, stops, device = _load_target(cfg)
     ship_dir = _path(cfg.ship_dir)
-    examples = _heldout(cfg, int(cfg.eval.examples))
+    examples = _heldout(cfg, int(cfg.eval.examples), with_logits=True)
     settings = _eval_settings(cfg, stops)
     if cfg.recipe.name in ("dllm", "dllm_cond"):
         from ..drafters.blockdiff_model import load_block_diffusion_drafter

@@ -69,6 +69,7 @@ def evaluate_block_diffusion(lm, examples: Sequence[Example], s: EvalSettings, t
         raise ValueError("a target-conditioned drafter is evaluated with the target's taps (taps_of)")
     B = lm.block_size
     top1, accepted, conf_first, pos_acc = [], [], [], np.zeros(B)
+    target_conf = []  # the target's probability of its own greedy token at each point's frontier
     pos_n = np.zeros(B)
     taps = {}
     for k, ex in enumerate(examples):
@@ -96,6 +97,8 @@ def evaluate_block_diffusion(lm, examples: Sequence[Example], s: EvalSettings, t
                     run += 1
             top1.append(int(guess[0]) == truth[0])
             conf_first.append(float(conf[0]))
+            if ex.topk_logprobs is not None:
+                target_conf.append(_greedy_probability(ex, ell - len(ex.prompt_ids)))
             accepted.append(run)
     lm.reset()
     drafter = FailFastDrafter(lm, theta=s.theta, tau=s.tau, n=s.n, n_max=s.n_max, sub_block_size=s.sub_block_size, budget=s.budget, stop_ids=tuple(s.stop_ids))
@@ -132,13 +135,40 @@ def evaluate_block_diffusion(lm, examples: Sequence[Example], s: EvalSettings, t
         "failfast_drafted_per_round": drafted / max(rounds, 1),
         "failfast_rounds": rounds,
         "points": len(top1),
+        **_top1_by_target_confidence(top1, target_conf),
     }
+
+
+# Where the target itself hesitates, its greedy token is a near-coin-flip for anything that only approximates it:
+# top-1 split by the target's own probability of that token says whether a drafter misses easy or hard tokens.
+TARGET_CONFIDENCE_EDGES = (0.0, 0.5, 0.9, 1.0)
+
+
+def _greedy_probability(ex: Example, j: int) -> float:
+    """The target's probability of its greedy response token ``j`` (from the stored top-k; greedy = the top one)."""
+    ids, logprobs = ex.topk_ids[j], ex.topk_logprobs[j].astype(np.float64)
+    hit = np.flatnonzero(ids == ex.response_ids[j])
+    return float(np.exp(logprobs[hit[0]] if hit.size else logprobs.max()))
+
+
+def _top1_by_target_confidence(top1: Sequence[bool], target_conf: Sequence[float]) -> dict:
+    """``top1_by_target_confidence``: per band of the target's greedy-token probability, the share of points in
+    it and the drafter's top-1 there (absent without the target's log-probabilities)."""
+    if not target_conf or len(target_conf) != len(top1):
+        return {}
+    conf, hits = np.asarray(target_conf), np.asarray(top1, dtype=float)
+    bands = []
+    for lo, hi in zip(TARGET_CONFIDENCE_EDGES[:-1], TARGET_CONFIDENCE_EDGES[1:]):
+        inside = (conf >= lo) & ((conf < hi) if hi < 1.0 else (conf <= hi))
+        bands.append({"band": f"[{lo:g}, {hi:g}{']' if hi == 1.0 else ')'}", "share": round(float(inside.mean()), 4),
+                      "top1": round(float(hits[inside].mean()), 4) if inside.any() else None})
+    return {"target_confidence_mean": round(float(conf.mean()), 4), "top1_by_target_confidence": bands}
 
 
 @torch.no_grad()
 def evaluate_causal(model, examples: Sequence[Example], s: EvalSettings) -> dict:
     """``model``: a causal LM returning ``.logits`` (trainee wrapper or loaded drafter)."""
-    correct_all, conf_all = [], []
+    correct_all, conf_all, target_conf = [], [], []
     per_round = {int(k): [0, 0] for k in s.ar_spec_lens}  # spec_len -> [tokens, rounds]
     for ex in examples:
         seq = list(ex.prompt_ids) + list(ex.response_ids)
@@ -149,6 +179,8 @@ def evaluate_causal(model, examples: Sequence[Example], s: EvalSettings) -> dict
         ok = (guess == torch.tensor(ex.response_ids)).tolist()
         correct_all.extend(ok)
         conf_all.extend(conf.tolist())
+        if ex.topk_logprobs is not None:
+            target_conf.extend(_greedy_probability(ex, j) for j in range(len(ok)))
         limit = min(len(ok), s.sim_tokens)
         for k in per_round:
             pos = 0
@@ -164,15 +196,18 @@ def evaluate_causal(model, examples: Sequence[Example], s: EvalSettings) -> dict
         "top1": float(np.mean(correct_all)) if correct_all else float("nan"),
         "mean_confidence": float(np.mean(conf_all)) if conf_all else float("nan"),
         "positions": len(correct_all),
+        **_top1_by_target_confidence(correct_all, target_conf),
     }
     for k, (tokens, rounds) in per_round.items():
         out[f"ar_sf_{k}_tokens_per_round"] = tokens / max(rounds, 1)
     return out
 
 
-def heldout_examples(store_dir, count: int, templates: Optional[Sequence[str]] = ("math",)) -> list[Example]:
-    """The first ``count`` held-out examples in generation order (stable once their shards exist)."""
+def heldout_examples(store_dir, count: int, templates: Optional[Sequence[str]] = ("math",),
+                     with_logits: bool = False) -> list[Example]:
+    """The first ``count`` held-out examples in generation order (stable once their shards exist); with
+    ``with_logits`` also the target's top-k log-probabilities (for :func:`evaluate_block_diffusion`'s breakdown)."""
     from .data import iter_examples
 
-    pool = [ex for ex in iter_examples(store_dir, split="heldout", with_logits=False) if templates is None or ex.template in templates]
+    pool = [ex for ex in iter_examples(store_dir, split="heldout", with_logits=with_logits) if templates is None or ex.template in templates]
     return pool[:count]
