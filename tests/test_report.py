@@ -134,6 +134,9 @@ def test_drafter_weights_prefer_what_the_manifest_resolved(tmp_path):
     assert report.drafter_weights(run, {"model": "org/drafter"}) == "org/drafter"
     trace.write_json({"hub": {"drafter": {"path": "/x/shipped/smollm2-135m/dllm_cond_mix"}}}, run / "manifest.json")
     assert report.drafter_weights(run, {"model": None}) == "shipped:dllm_cond_mix"
+    trace.write_json({"hub": {"drafter": {"repo": "org/drafter", "revision": None, "commit": "0123456789abcdef"}}},
+                     run / "manifest.json")
+    assert report.drafter_weights(run, {"model": None}) == "org/drafter@0123456789ab"  # the same on every machine
     trace.write_json({"hub": {"drafter": {"path": "/hf/snapshots/abc"}}}, run / "manifest.json")
     assert report.drafter_weights(run, {"model": "org/drafter"}) == "org/drafter"
     assert report.drafter_weights(run, {"model": None}) == "/hf/snapshots/abc"

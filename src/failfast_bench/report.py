@@ -68,12 +68,16 @@ def _family(family: str, d: dict, cost: bool) -> str:
 
 def drafter_weights(run_dir: Path, drafter_cfg: dict) -> str:
     """Which drafter weights a run used, as resolved when it ran (its manifest): ``shipped:<name>`` for a shipped
-    drafter, else the configured model or path; "" without a drafter model. A config's ``model: null`` means the
-    target's default at that time, which later commits may change, so the manifest is read first."""
+    drafter, ``<repo>@<commit>`` for a hub one, else the configured model or local path; "" without a drafter
+    model. A config's ``model: null`` means the target's default at that time, which later commits may change, so
+    the manifest is read first; machine-local paths are the last resort (they differ between machines)."""
     manifest = run_dir / "manifest.json"
-    path = None
+    record = {}
     if manifest.exists():
-        path = ((json.loads(manifest.read_text()).get("hub") or {}).get("drafter") or {}).get("path")
+        record = (json.loads(manifest.read_text()).get("hub") or {}).get("drafter") or {}
+    if record.get("repo"):
+        return f"{record['repo']}@{record['commit'][:12]}" if record.get("commit") else str(record["repo"])
+    path = record.get("path")
     if path:
         parts = Path(path).parts
         if len(parts) >= 3 and parts[-3] == "shipped":
