@@ -7,14 +7,16 @@
 #             (never the evaluation questions; tests check it), rebuilt from the committed compact copies
 #   2. ar     small autoregressive drafter (AR baseline), 2 layers
 #   3. dllm   block-diffusion drafter (FailFast and the fixed-length dLLM baseline), 2 layers, from the AR trunk
-#   4. dllm_cond target-conditioned block drafter (reads the target's tap features), from the dllm drafter
+#   4. dllm_cond target-conditioned block drafter (reads the target's tap features), from the dllm drafter, then
+#             continued on chat and code data (dllm_cond_mix) and on four sources (dllm_cond_mix4, the default)
 #   5. eagle3 EAGLE-3 head (training-time test), target features cached once
 #   6. ship   copy each export + model card into src/failfast_bench/shipped/smollm2-135m/<kind> (int8-packed)
 #
 # Measured wall time on the 2-core CPU (1 torch thread per job, bf16 autocast; the model cards hold each
 # shipped drafter's exact steps and seconds):
-#   data    committed: GSM8K 51 shards (3,264 prompts, 708k response tokens), ShareGPT 35 shards (2,240 prompts,
-#           475k tokens), docstring code 20 shards (1,228 prompts, 278k tokens); batched bf16 generation ran at
+#   data    committed: GSM8K 51 shards (3,264 prompts, 708k response tokens), ShareGPT 47 shards (3,008 prompts,
+#           642k tokens), docstring code 20 shards (1,228 prompts, 278k tokens), sympy/numpy docstring code 20 shards
+#           (1,280 prompts, 287k tokens): 1.92M response tokens; batched bf16 generation ran at
 #           ~75 tokens/s per process on one thread (two processes side by side, 2026-11-30); rebuilding from the
 #           compact copies is a teacher-forced forward per batch. Raise the *_PROMPTS caps to generate more.
 #   dllm    2-layer trunk: 2.4-3.3 s/step (batch 4); ar: 2-layer trunk, ~5.8 s/step measured under load
@@ -33,8 +35,9 @@ $PY -m pip install -q -e ".[train-data]"  # the chat and code prompt collections
 $PY -m failfast_bench.train recipe=dllm target="$TARGET" stage=data data.max_prompts=${GSM8K_PROMPTS:-3264} "$@"
 # Chat and code prompts (train/prompt_sources.py): as many as the shipped drafters saw, rebuilt from the committed
 # copies (data/train_responses/<target>/{sharegpt,pydoc}) by teacher forcing; raise data.max_prompts to use more.
-# The committed copies hold more than these caps (sharegpt continued, pydoc_sci: sympy/numpy code prompts, generated
-# 2026-11-30 for the next drafter): rebuild them with data.source=<source> data.max_prompts=<64 x the copy's shards:
+# The committed ShareGPT copy holds more (3,008 prompts) and pydoc_sci (sympy/numpy code prompts) is one more store:
+# the default drafter's run below raises the caps to them first. To use what later sessions commit, set
+# data.max_prompts=<64 x the copy's shards:
 # python -c "from failfast_bench.train.data import load_compact_index as f; print(64 * len(f('<copy dir>')))">
 # (past the committed prompts the data stage generates, ~75 tokens/s per core).
 $PY -m failfast_bench.train recipe=dllm target="$TARGET" stage=data data.source=sharegpt data.max_prompts=${SHAREGPT_PROMPTS:-2240} "$@"
@@ -70,5 +73,19 @@ init=()
 $PY -m failfast_bench.train recipe=dllm_cond target="$TARGET" stage=train "${MIX[@]}" train.steps=700 train.lr=3e-4 train.warmup_steps=30 train.eval_every=100 \
   train.time_budget_minutes=70 "${init[@]}" "$@"
 $PY -m failfast_bench.train recipe=dllm_cond target="$TARGET" stage=ship "${MIX[@]}" ship_dir="src/failfast_bench/shipped/$TARGET/dllm_cond_mix" "$@"
+# The default since 2026-11-30 (dllm_cond_mix4): that drafter continued on four sources, after the stores grew to
+# what was committed then (ShareGPT 47 shards, 3,008 prompts; pydoc_sci, sympy/numpy docstring prompts, 20 shards,
+# 1,280 prompts; rebuilt from the compact copies). Batches draw GSM8K and ShareGPT a third each and the two code
+# sources a sixth each; a 700-step schedule at lr 3e-4 (warmup 30), run to its end in 67 minutes (2026-11-30,
+# 1 thread, a 4-layer run on the other core: 5-8 s/step; the 75-minute budget did not bind).
+$PY -m failfast_bench.train recipe=dllm target="$TARGET" stage=data data.source=sharegpt data.max_prompts=${SHAREGPT4_PROMPTS:-3008} "$@"
+$PY -m failfast_bench.train recipe=dllm target="$TARGET" stage=data data.source=pydoc_sci data.max_prompts=${PYDOC_SCI_PROMPTS:-1280} "$@"
+MIX4=(train.run_dir="$CACHE/train_runs/$TARGET/dllm_cond_4" "train.sources=[gsm8k_train,sharegpt,pydoc,pydoc_sci]"
+      "train.source_weights={gsm8k_train:1,sharegpt:1,pydoc:0.5,pydoc_sci:0.5}")
+init=()
+[ -f "$CACHE/train_runs/$TARGET/dllm_cond_4/checkpoint.pt" ] || init=("train.init_from=$CACHE/train_runs/$TARGET/dllm_cond_3/export")
+$PY -m failfast_bench.train recipe=dllm_cond target="$TARGET" stage=train "${MIX4[@]}" train.steps=700 train.lr=3e-4 train.warmup_steps=30 train.eval_every=100 \
+  train.time_budget_minutes=75 "${init[@]}" "$@"
+$PY -m failfast_bench.train recipe=dllm_cond target="$TARGET" stage=ship "${MIX4[@]}" ship_dir="src/failfast_bench/shipped/$TARGET/dllm_cond_mix4" "$@"
 $PY -m failfast_bench.train recipe=eagle3 target="$TARGET" stage=train "$@"
 $PY -m failfast_bench.train recipe=eagle3 target="$TARGET" stage=ship "$@"
