@@ -23,7 +23,7 @@
 #     dLLM, the best AR, AR with 8 tokens and EAGLE-3 chain. Replayed dLLM runs read drafter passes from the
 #     trajectory store (run.trajectories=true: identical traces, same run directories; README "Trajectory store").
 #   The dLLM runs use the default dLLM drafter of smollm2-135m: the target-conditioned one trained on math, chat and
-#   code responses (shipped:dllm_cond_mix, since 2026-11-30; part drafters replays the earlier defaults).
+#   code responses (shipped:dllm_cond_mix4, since 2026-11-30; part drafters replays the earlier defaults).
 # A run's directory name holds a hash of its config and of the drafter's weights, so retrained drafters
 # rerun instead of being skipped. Wall time on this 2-core CPU: see results/README.md.
 set -euo pipefail
@@ -145,9 +145,10 @@ EOF
 }
 
 drafters() {  # issue 14: the earlier default dLLM drafters on GSM8K q0-29 (results/runs_drafters); the default's
-  # (shipped:dllm_cond_mix) rows are results/runs' (part dllm). First the plain 2-layer drafter, replayed and live,
-  # one run at a time; then the conditioned drafter trained on GSM8K responses only (shipped:dllm_cond, the default
-  # until the mixed-data one), replayed in and out of domain (LANES at a time), and live.
+  # (shipped:dllm_cond_mix4) rows are results/runs' (part dllm). First the plain 2-layer drafter, replayed and live,
+  # one run at a time; then the conditioned drafters trained on GSM8K responses only (shipped:dllm_cond, the default
+  # until the mixed-data one) and on math, chat and code (shipped:dllm_cond_mix, the default until 2026-11-30's
+  # continuation on four sources), replayed in and out of domain (LANES at a time), and live.
   # The table's rows for earlier conditioned checkpoints were made with weights that git history holds (results/README).
   local COMMON="run.output_dir=${OUT_DRAFTERS:-results/runs_drafters} run.threads=1 run.progress=false run.max_new_tokens=256 dataset.num_questions=30 dataset.fallback=refuse"
   LANES=1 run_jobs <<EOF
@@ -158,9 +159,13 @@ EOF
 dataset=gsm8k drafter=failfast drafter.model=shipped:dllm_cond run.replay=true run.trajectories=true
 dataset=humaneval drafter=failfast drafter.model=shipped:dllm_cond run.replay=true run.trajectories=true
 dataset=mt_bench drafter=failfast drafter.model=shipped:dllm_cond run.replay=true run.trajectories=true
+dataset=gsm8k drafter=failfast drafter.model=shipped:dllm_cond_mix run.replay=true run.trajectories=true
+dataset=humaneval drafter=failfast drafter.model=shipped:dllm_cond_mix run.replay=true run.trajectories=true
+dataset=mt_bench drafter=failfast drafter.model=shipped:dllm_cond_mix run.replay=true run.trajectories=true
 EOF
   LANES=1 run_jobs <<EOF
 dataset=gsm8k drafter=failfast drafter.model=shipped:dllm_cond drafter.dtype=bfloat16 drafter.draft_vocab=true
+dataset=gsm8k drafter=failfast drafter.model=shipped:dllm_cond_mix drafter.dtype=bfloat16 drafter.draft_vocab=true
 EOF
 }
 
