@@ -9,7 +9,9 @@ Block diffusion (``dllm`` recipe):
 * ``failfast_tokens_per_round``: the project's real :class:`FailFastDrafter` (θ, τ, N, N_max as
   configured) run over held-out responses with the response as the verifier's greedy output; tokens per
   round include the bonus/correction token, exactly as the engine counts them. Also the round's drafter
-  passes, and the first-position confidence calibration (mean confidence vs accuracy).
+  passes, and the first-position confidence calibration (mean confidence vs accuracy);
+* ``top1_by_target_confidence`` (when the examples carry the target's top-k log-probabilities, as ``stage=eval``
+  loads them): top-1 per band of the target's own probability of its greedy token, with each band's share.
 
 Autoregressive (``ar`` recipe): teacher-forced top-1 agreement, and the tokens per round a fixed-length
 AR draft of ``spec_len`` tokens would get (the accepted length is the run of correct teacher-forced
