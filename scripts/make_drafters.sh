@@ -43,35 +43,37 @@ $PY -m failfast_bench.train recipe=dllm target="$TARGET" stage=data data.max_pro
 $PY -m failfast_bench.train recipe=dllm target="$TARGET" stage=data data.source=sharegpt data.max_prompts=${SHAREGPT_PROMPTS:-2240} "$@"
 $PY -m failfast_bench.train recipe=dllm target="$TARGET" stage=data data.source=pydoc data.max_prompts=${PYDOC_PROMPTS:-1228} "$@"
 CACHE=${FAILFAST_BENCH_CACHE:-$HOME/.cache/failfast-bench}
+RUNS="$CACHE/train_runs/$TARGET"
+USER_ARGS=("$@")
+# warm_train RECIPE RUN_DIR FROM [key=value ...]: the train stage, warm-started from the export FROM unless RUN_DIR
+# already holds a checkpoint (then the run resumes where it stopped and FROM is not read).
+warm_train() {
+  local recipe=$1 run_dir=$2 from=$3 init=()
+  shift 3
+  [ -f "$run_dir/checkpoint.pt" ] || init=("train.init_from=$from")
+  $PY -m failfast_bench.train recipe="$recipe" target="$TARGET" stage=train "$@" "${init[@]}" "${USER_ARGS[@]}"
+}
 # The AR drafter first: the dLLM drafter starts from its trunk (a warm start that the shipped one also had).
 $PY -m failfast_bench.train recipe=ar target="$TARGET" stage=train "$@"
 $PY -m failfast_bench.train recipe=ar target="$TARGET" stage=ship "$@"
-init=()
-[ -f "$CACHE/train_runs/$TARGET/dllm/checkpoint.pt" ] || init=("train.init_from=$CACHE/train_runs/$TARGET/ar/export")
-$PY -m failfast_bench.train recipe=dllm target="$TARGET" stage=train "${init[@]}" "$@"
+warm_train dllm "$RUNS/dllm" "$RUNS/ar/export"
 $PY -m failfast_bench.train recipe=dllm target="$TARGET" stage=ship "$@"
 # The target-conditioned block drafter starts from the plain one (its feature fusion starts at zero, so step 0
 # is that drafter), in two runs as shipped: a 300-step schedule that stopped at step 212 on its 50-minute budget,
 # then a fresh 1000-step schedule from that export (optimizer restarted, warmup again) that stopped at step 993
 # on a 95-minute budget (2026-11-30, 1 thread, other jobs on the other core: 4.5-8 s/step). On another machine the
 # budgets stop at other steps; drop train.time_budget_minutes to run both schedules to the end.
-init=()
-[ -f "$CACHE/train_runs/$TARGET/dllm_cond/checkpoint.pt" ] || init=("train.init_from=src/failfast_bench/shipped/$TARGET/dllm")
-$PY -m failfast_bench.train recipe=dllm_cond target="$TARGET" stage=train train.steps=300 train.time_budget_minutes=50 "${init[@]}" "$@"
-init=()
-[ -f "$CACHE/train_runs/$TARGET/dllm_cond_2/checkpoint.pt" ] || init=("train.init_from=$CACHE/train_runs/$TARGET/dllm_cond/export")
-$PY -m failfast_bench.train recipe=dllm_cond target="$TARGET" stage=train train.run_dir="$CACHE/train_runs/$TARGET/dllm_cond_2" \
-  train.steps=1000 train.time_budget_minutes=95 train.eval_every=125 "${init[@]}" "$@"
-$PY -m failfast_bench.train recipe=dllm_cond target="$TARGET" stage=ship train.run_dir="$CACHE/train_runs/$TARGET/dllm_cond_2" "$@"
+warm_train dllm_cond "$RUNS/dllm_cond" "src/failfast_bench/shipped/$TARGET/dllm" train.steps=300 train.time_budget_minutes=50
+warm_train dllm_cond "$RUNS/dllm_cond_2" "$RUNS/dllm_cond/export" train.run_dir="$RUNS/dllm_cond_2" \
+  train.steps=1000 train.time_budget_minutes=95 train.eval_every=125
+$PY -m failfast_bench.train recipe=dllm_cond target="$TARGET" stage=ship train.run_dir="$RUNS/dllm_cond_2" "$@"
 # The same drafter continued on the mixed store (GSM8K train, ShareGPT chat, docstring code; one third of every
 # batch each), shipped beside it as dllm_cond_mix: a 700-step schedule at lr 3e-4 (warmup 30), run to its end in
 # 64 minutes (2026-11-30, 1 thread, generation sharing the cores: 5-8 s/step; the 70-minute budget did not bind).
-MIX=(train.run_dir="$CACHE/train_runs/$TARGET/dllm_cond_3" "train.sources=[gsm8k_train,sharegpt,pydoc]"
+MIX=(train.run_dir="$RUNS/dllm_cond_3" "train.sources=[gsm8k_train,sharegpt,pydoc]"
      "train.source_weights={gsm8k_train:1,sharegpt:1,pydoc:1}")
-init=()
-[ -f "$CACHE/train_runs/$TARGET/dllm_cond_3/checkpoint.pt" ] || init=("train.init_from=$CACHE/train_runs/$TARGET/dllm_cond_2/export")
-$PY -m failfast_bench.train recipe=dllm_cond target="$TARGET" stage=train "${MIX[@]}" train.steps=700 train.lr=3e-4 train.warmup_steps=30 train.eval_every=100 \
-  train.time_budget_minutes=70 "${init[@]}" "$@"
+warm_train dllm_cond "$RUNS/dllm_cond_3" "$RUNS/dllm_cond_2/export" "${MIX[@]}" train.steps=700 train.lr=3e-4 train.warmup_steps=30 \
+  train.eval_every=100 train.time_budget_minutes=70
 $PY -m failfast_bench.train recipe=dllm_cond target="$TARGET" stage=ship "${MIX[@]}" ship_dir="src/failfast_bench/shipped/$TARGET/dllm_cond_mix" "$@"
 # The default since 2026-11-30 (dllm_cond_mix4): that drafter continued on four sources, after the stores grew to
 # what was committed then (ShareGPT 47 shards, 3,008 prompts; pydoc_sci, sympy/numpy docstring prompts, 20 shards,
@@ -80,12 +82,10 @@ $PY -m failfast_bench.train recipe=dllm_cond target="$TARGET" stage=ship "${MIX[
 # 1 thread, a 4-layer run on the other core: 5-8 s/step; the 75-minute budget did not bind).
 $PY -m failfast_bench.train recipe=dllm target="$TARGET" stage=data data.source=sharegpt data.max_prompts=${SHAREGPT4_PROMPTS:-3008} "$@"
 $PY -m failfast_bench.train recipe=dllm target="$TARGET" stage=data data.source=pydoc_sci data.max_prompts=${PYDOC_SCI_PROMPTS:-1280} "$@"
-MIX4=(train.run_dir="$CACHE/train_runs/$TARGET/dllm_cond_4" "train.sources=[gsm8k_train,sharegpt,pydoc,pydoc_sci]"
+MIX4=(train.run_dir="$RUNS/dllm_cond_4" "train.sources=[gsm8k_train,sharegpt,pydoc,pydoc_sci]"
       "train.source_weights={gsm8k_train:1,sharegpt:1,pydoc:0.5,pydoc_sci:0.5}")
-init=()
-[ -f "$CACHE/train_runs/$TARGET/dllm_cond_4/checkpoint.pt" ] || init=("train.init_from=$CACHE/train_runs/$TARGET/dllm_cond_3/export")
-$PY -m failfast_bench.train recipe=dllm_cond target="$TARGET" stage=train "${MIX4[@]}" train.steps=700 train.lr=3e-4 train.warmup_steps=30 train.eval_every=100 \
-  train.time_budget_minutes=75 "${init[@]}" "$@"
+warm_train dllm_cond "$RUNS/dllm_cond_4" "$RUNS/dllm_cond_3/export" "${MIX4[@]}" train.steps=700 train.lr=3e-4 train.warmup_steps=30 \
+  train.eval_every=100 train.time_budget_minutes=75
 $PY -m failfast_bench.train recipe=dllm_cond target="$TARGET" stage=ship "${MIX4[@]}" ship_dir="src/failfast_bench/shipped/$TARGET/dllm_cond_mix4" "$@"
 $PY -m failfast_bench.train recipe=eagle3 target="$TARGET" stage=train "$@"
 $PY -m failfast_bench.train recipe=eagle3 target="$TARGET" stage=ship "$@"
